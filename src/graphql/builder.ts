@@ -1,0 +1,48 @@
+// The Pothos builder: plugins, scalars and the context type. No domain types live here.
+import SchemaBuilder from '@pothos/core';
+import ErrorsPlugin from '@pothos/plugin-errors';
+import RelayPlugin from '@pothos/plugin-relay';
+import type { RequestContext } from './context.js';
+
+export interface Connectionish {
+  /** Counted only when a client asks for totalCount. */
+  totalCount: () => Promise<number>;
+}
+
+export const builder = new SchemaBuilder<{
+  Context: RequestContext;
+  Scalars: {
+    DateTime: { Input: Date; Output: Date | string };
+    JSON: { Input: unknown; Output: unknown };
+    ID: { Input: string; Output: string | number };
+  };
+  Connection: Connectionish;
+  DefaultFieldNullability: false;
+  DefaultInputFieldRequiredness: true;
+}>({
+  plugins: [ErrorsPlugin, RelayPlugin],
+  defaultFieldNullability: false,
+  defaultInputFieldRequiredness: true,
+  relay: {
+    cursorType: 'String',
+    clientMutationId: 'omit',
+    nodesQueryOptions: false,
+    // Forward pagination is the API's promise (first/after); backward args stay available.
+  },
+  errors: {
+    defaultTypes: [],
+    defaultResultOptions: {
+      name: ({ fieldName }) => `${fieldName[0].toUpperCase()}${fieldName.slice(1)}Success`,
+    },
+    defaultUnionOptions: {
+      name: ({ fieldName }) => `${fieldName[0].toUpperCase()}${fieldName.slice(1)}Result`,
+    },
+  },
+});
+
+builder.queryType({});
+builder.mutationType({});
+
+builder.globalConnectionField('totalCount', (t) =>
+  t.int({ resolve: (parent) => parent.totalCount() }),
+);

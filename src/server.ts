@@ -1,0 +1,177 @@
+// The HTTP and websocket server: GraphQL over HTTP and graphql-ws on the same port and path.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { maxAliasesPlugin } from '@escape.tech/graphql-armor-max-aliases';
+import { maxDepthPlugin } from '@escape.tech/graphql-armor-max-depth';
+import { useCSRFPrevention } from '@graphql-yoga/plugin-csrf-prevention';
+import { usePersistedOperations } from '@graphql-yoga/plugin-persisted-operations';
+import { GraphQLError, type ExecutionArgs } from 'graphql';
+import { useServer } from 'graphql-ws/use/ws';
+import { createYoga, type Plugin } from 'graphql-yoga';
+import { WebSocketServer } from 'ws';
+import type { App } from './app.js';
+import { createRequestContext, type RequestContext } from './graphql/context.js';
+import { loadPersistedOperations } from './graphql/persisted.js';
+import { schema } from './graphql/schema.js';
+import { createLogger, errorFields } from './lib/log.js';
+import { resolvePrincipal, type Principal } from './modules/orgs/principal.js';
+
+const log = createLogger('server');
+
+export const GRAPHQL_PATH = '/graphql';
+
+// Headers a browser cannot attach to a cross-site "simple" request without a CORS preflight;
+// a GET or form POST carrying none of them is refused (CSRF prevention).
+const PREFLIGHT_HEADERS = ['x-graphql-yoga-csrf', 'authorization', 'graphql-preflight', 'apollo-require-preflight'];
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  httpServer: http.Server;
+  close(): Promise<void>;
+}
+
+export function createGraphQLHandler(app: App) {
+  const { config } = app;
+  const persisted = loadPersistedOperations();
+  // The principal is needed twice per request (the persisted-operations gate and the resolvers);
+  // memoising per Request object keeps that to one lookup.
+  const principals = new WeakMap<Request, Promise<Principal | null>>();
+  const principalFor = (request: Request) => {
+    let p = principals.get(request);
+    if (!p) {
+      p = resolvePrincipal(app, request.headers.get('authorization'));
+      principals.set(request, p);
+    }
+    return p;
+  };
+
+  const plugins: Plugin[] = [
+    useCSRFPrevention({ requestHeaders: PREFLIGHT_HEADERS }),
+    maxDepthPlugin({ n: config.maxDepth, ignoreIntrospection: true, exposeLimits: true }) as Plugin,
+    maxAliasesPlugin({ n: config.maxAliases, exposeLimits: true }) as Plugin,
+    usePersistedOperations({
+      getPersistedOperation: (hash) => persisted.get(hash) ?? null,
+      // Keys marked persisted-only run nothing but the manifest's operations.
+      allowArbitraryOperations: async (request) => !(await principalFor(request))?.persistedOnly,
+      skipDocumentValidation: false,
+    }),
+  ];
+
+  const yoga = createYoga<Record<string, unknown>, RequestContext>({
+    schema,
+    graphqlEndpoint: GRAPHQL_PATH,
+    landingPage: false,
+    graphiql: config.graphiql ? { title: 'cvtrain GraphQL API', subscriptionsProtocol: 'WS' } : false,
+    // Unexpected errors reach clients as "Unexpected error." outside development; typed errors
+    // are results, not errors, so masking never hides them.
+    maskedErrors: { isDev: config.env === 'development' },
+    logging: {
+      debug: (...args) => log.debug(String(args[0])),
+      info: (...args) => log.info(String(args[0])),
+      warn: (...args) => log.warn(String(args[0])),
+      error: (...args) => log.error(String(args[0]), args[1] ? errorFields(args[1]) : undefined),
+    },
+    plugins,
+    context: ({ request }) => createRequestContext(app, { principal: principalFor(request) }),
+  });
+  return { yoga, persisted };
+}
+
+export async function startServer(app: App, opts: { port?: number; host?: string } = {}): Promise<RunningServer> {
+  const { config } = app;
+  const { yoga, persisted } = createGraphQLHandler(app);
+
+  const httpServer = http.createServer((req, res) => {
+    const url = req.url ?? '/';
+    if (url === '/healthz') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
+      return;
+    }
+    if (req.method === 'POST') {
+      const length = req.headers['content-length'];
+      // Bodies must declare their length so an oversized one is refused before it is read.
+      if (length === undefined) {
+        return refuse(res, 411, 'Send a Content-Length header with the request body');
+      }
+      if (Number(length) > config.maxBodyBytes) {
+        return refuse(res, 413, `Request body exceeds ${config.maxBodyBytes} bytes`);
+      }
+    }
+    void yoga(req, res);
+  });
+  // Slow-loris protection: a request must arrive whole within this time.
+  httpServer.requestTimeout = 30_000;
+  httpServer.headersTimeout = 10_000;
+  httpServer.keepAliveTimeout = 5_000;
+
+  const wsServer = new WebSocketServer({ server: httpServer, path: GRAPHQL_PATH, maxPayload: config.maxBodyBytes });
+  const wsCleanup = useServer<{ authorization?: string }, { ctx?: RequestContext }>(
+    {
+      execute: (args: ExecutionArgs) => (args.rootValue as { execute: typeof import('graphql').execute }).execute(args),
+      subscribe: (args: ExecutionArgs) =>
+        (args.rootValue as { subscribe: typeof import('graphql').subscribe }).subscribe(args),
+      onSubscribe: async (wsCtx, _id, payload) => {
+        const authorization =
+          typeof wsCtx.connectionParams?.authorization === 'string' ? wsCtx.connectionParams.authorization : null;
+        const reqCtx = createRequestContext(app, { authorization });
+        const principal = await reqCtx.principal();
+        const persistedHash = (payload.extensions as { persistedQuery?: { sha256Hash?: string } } | undefined)
+          ?.persistedQuery?.sha256Hash;
+        let query = payload.query;
+        if (persistedHash) {
+          query = persisted.get(persistedHash) ?? '';
+          if (!query) return [new GraphQLError('PersistedQueryNotFound')];
+        } else if (principal?.persistedOnly) {
+          return [new GraphQLError('This API key may only run persisted operations')];
+        }
+        const enveloped = yoga.getEnveloped({ ...reqCtx, params: payload, request: undefined });
+        let document;
+        try {
+          document = enveloped.parse(query);
+        } catch (err) {
+          return [err instanceof GraphQLError ? err : new GraphQLError(String(err))];
+        }
+        const errors = enveloped.validate(enveloped.schema, document);
+        if (errors.length) return errors;
+        const contextValue = await enveloped.contextFactory();
+        return {
+          schema: enveloped.schema,
+          document,
+          operationName: payload.operationName,
+          variableValues: payload.variables,
+          contextValue: Object.assign(contextValue, reqCtx),
+          rootValue: { execute: enveloped.execute, subscribe: enveloped.subscribe },
+        };
+      },
+    },
+    wsServer,
+  );
+
+  await new Promise<void>((resolve, reject) => {
+    httpServer.once('error', reject);
+    httpServer.listen(opts.port ?? config.port, opts.host ?? config.host, () => resolve());
+  });
+  const port = (httpServer.address() as AddressInfo).port;
+  const host = opts.host ?? config.host;
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}${GRAPHQL_PATH}`;
+  log.info('GraphQL API listening', { url, graphiql: config.graphiql });
+
+  return {
+    url,
+    port,
+    httpServer,
+    async close() {
+      await wsCleanup.dispose();
+      for (const client of wsServer.clients) client.terminate();
+      wsServer.close();
+      httpServer.closeIdleConnections();
+      await new Promise<void>((resolve) => httpServer.close(() => resolve()));
+    },
+  };
+}
+
+function refuse(res: http.ServerResponse, status: number, message: string) {
+  res.writeHead(status, { 'content-type': 'application/json', connection: 'close' });
+  res.end(JSON.stringify({ errors: [{ message }] }));
+}

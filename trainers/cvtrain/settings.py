@@ -1,0 +1,72 @@
+"""Tunables of the trainers, in one place. Each has the reason for its value.
+
+Run-time choices a user makes per run live in run.json (see config.py); these are the
+knobs that a developer tunes once for the platform.
+"""
+
+# --- event protocol -------------------------------------------------------------------
+# Bumped only on a breaking change of schema/trainer-events.schema.json; the API refuses
+# versions it does not know.
+EVENT_PROTOCOL_VERSION = 1
+# Lines of a traceback kept in a `failed` event: enough to see the raising frame and its
+# callers without flooding the API's error column.
+TRACEBACK_TAIL_LINES = 30
+
+# --- exit codes (documented in README and schema) ---------------------------------------
+EXIT_OK = 0  # completed, or stopped gracefully at a checkpoint
+EXIT_FAILED = 1  # unexpected error while training/evaluating/exporting
+EXIT_CONFIG = 2  # invalid run.json or command line; nothing was done
+EXIT_DATASET = 3  # dataset missing, unreadable, or too many corrupt samples
+EXIT_FRAMEWORK = 4  # framework (ultralytics, transformers, custom) not importable
+EXIT_DIVERGED = 5  # loss became NaN/inf
+
+# --- optimisation ------------------------------------------------------------------------
+# Classic SGD momentum for detection/classification from torchvision's reference scripts.
+SGD_MOMENTUM = 0.9
+# Adam betas: PyTorch defaults, stated so a change is deliberate.
+ADAM_BETAS = (0.9, 0.999)
+# Warm-up starts from this fraction of the base LR; 0.001 is what torchvision's detection
+# reference uses, and from-scratch detectors diverge with a full LR on step one.
+WARMUP_START_FACTOR = 0.001
+# Cosine decay ends at this fraction of the base LR rather than zero so the last epoch
+# still learns something.
+COSINE_FINAL_FACTOR = 0.01
+
+# --- data ----------------------------------------------------------------------------------
+# Value used for letterbox padding (mid-grey, as YOLO tooling does): neutral for the
+# normalisation of every family.
+PAD_VALUE = 114
+# Scale jitter range for training (zoom out/in of the whole image).
+SCALE_JITTER = (0.75, 1.25)
+# Horizontal flip probability.
+HFLIP_PROB = 0.5
+# Maximum relative change of brightness, contrast and saturation in colour jitter.
+COLOR_JITTER = 0.25
+# Boxes narrower or shorter than this (pixels, after augmentation) are dropped: torchvision
+# detectors assert on degenerate boxes.
+MIN_BOX_SIDE = 1.0
+# Batches each DataLoader worker prepares ahead. 4 keeps a fast GPU fed through JPEG
+# decode jitter without holding much memory (uint8 batches are small).
+PREFETCH_FACTOR = 4
+# `num_workers: "auto"` uses this many workers at most: JPEG decode of 224-640 px images
+# saturates an H200 at roughly 8-12 workers; more only costs memory.
+AUTO_MAX_WORKERS = 12
+# Image file extensions the readers accept (lower case).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+# --- detection ----------------------------------------------------------------------------
+# Score threshold used by detectors at validation time: COCO mAP needs low-score detections
+# (the evaluator keeps the top 100 per image), so use the value torchvision's COCO numbers use.
+DETECTION_SCORE_THRESH = 0.05
+# Detections kept per image: COCOeval never looks past 100.
+DETECTIONS_PER_IMAGE = 100
+
+# --- ONNX export ---------------------------------------------------------------------------
+# Opset 13 is the newest every runtime we verify with handles (OpenCV 4.6 dnn, onnxruntime),
+# and torchvision detection graphs export with it.
+ONNX_OPSET = 13
+# An export is "verified" when the runtime's outputs match torch within this tolerance,
+# relative to the largest reference magnitude (floor 1): float32 reorderings stay far below.
+ONNX_RTOL = 1e-3
+# Batch used to check dynamic-batch classifiers (a batch of 1 would hide batching bugs).
+ONNX_VERIFY_BATCH = 2
