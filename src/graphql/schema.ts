@@ -3,5 +3,10 @@ import { builder } from './builder.js';
 import './scalars.js';
 import './errors.js';
 import '../modules/orgs/schema.js';
+import '../modules/models/schema.js';
+import '../modules/datasets/schema.js';
+import '../modules/compute/schema.js';
+import '../modules/training/schema.js';
+import '../modules/nodes/schema.js';
 
 export const schema = builder.toSchema({ sortSchema: true });

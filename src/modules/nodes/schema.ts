@@ -1,0 +1,36 @@
+import { builder } from '../../graphql/builder.js';
+import { NODE_STATUSES, type GpuInfo } from './entity.js';
+import type { GpuNodeRecord } from './service.js';
+
+const NodeStatusEnum = builder.enumType('GpuNodeStatus', { values: NODE_STATUSES });
+
+const GpuRef = builder.objectRef<GpuInfo>('Gpu').implement({
+  fields: (t) => ({
+    index: t.exposeInt('index'),
+    name: t.exposeString('name'),
+    uuid: t.exposeString('uuid', { nullable: true }),
+    memoryTotalMiB: t.exposeInt('memoryTotalMiB'),
+    memoryUsedMiB: t.exposeInt('memoryUsedMiB'),
+    utilizationPct: t.exposeFloat('utilizationPct', { nullable: true }),
+    temperatureC: t.exposeFloat('temperatureC', { nullable: true }),
+    powerW: t.exposeFloat('powerW', { nullable: true }),
+  }),
+});
+
+export const GpuNodeRef = builder.objectRef<GpuNodeRecord>('GpuNode').implement({
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    host: t.exposeString('host'),
+    status: t.expose('status', { type: NodeStatusEnum }),
+    gpus: t.field({ type: [GpuRef], resolve: (n) => n.gpus }),
+    slots: t.exposeInt('slots', { description: 'Jobs it runs at once: one per GPU, or one CPU slot.' }),
+    runningJobs: t.int({ resolve: (n) => n.runningSessionIds.length }),
+    version: t.exposeString('version', { nullable: true }),
+    lastHeartbeatAt: t.expose('lastHeartbeatAt', { type: 'DateTime' }),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+  }),
+});
+
+builder.queryFields((t) => ({
+  gpuNodes: t.field({ type: [GpuNodeRef], resolve: (_r, _a, ctx) => ctx.services.nodes.list() }),
+}));
