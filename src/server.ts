@@ -7,12 +7,13 @@ import { useCSRFPrevention } from '@graphql-yoga/plugin-csrf-prevention';
 import { usePersistedOperations } from '@graphql-yoga/plugin-persisted-operations';
 import { GraphQLError, type ExecutionArgs } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
-import { createYoga, type Plugin } from 'graphql-yoga';
+import { createYoga, maskError, type Plugin } from 'graphql-yoga';
 import { WebSocketServer } from 'ws';
 import type { App } from './app.js';
 import { createRequestContext, type RequestContext } from './graphql/context.js';
 import { loadPersistedOperations } from './graphql/persisted.js';
 import { schema } from './graphql/schema.js';
+import { AppError, ValidationError } from './lib/errors.js';
 import { createLogger, errorFields } from './lib/log.js';
 import { resolvePrincipal, type Principal } from './modules/orgs/principal.js';
 
@@ -65,7 +66,7 @@ export function createGraphQLHandler(app: App) {
     graphiql: config.graphiql ? { title: 'cvtrain GraphQL API', subscriptionsProtocol: 'WS' } : false,
     // Unexpected errors reach clients as "Unexpected error." outside development; typed errors
     // are results, not errors, so masking never hides them.
-    maskedErrors: { isDev: config.env === 'development' },
+    maskedErrors: { isDev: config.env === 'development', maskError: exposeExpectedErrors },
     logging: {
       debug: (...args) => log.debug(String(args[0])),
       info: (...args) => log.info(String(args[0])),
@@ -169,6 +170,32 @@ export async function startServer(app: App, opts: { port?: number; host?: string
       await new Promise<void>((resolve) => httpServer.close(() => resolve()));
     },
   };
+}
+
+// Expected failures thrown where no typed result exists (a query that needs a signed-in caller)
+// reach the client with their message and a code; everything else is masked.
+const errorCodes: Record<string, string> = {
+  AuthenticationError: 'UNAUTHENTICATED',
+  ForbiddenError: 'FORBIDDEN',
+  ValidationError: 'BAD_USER_INPUT',
+  NotFoundError: 'NOT_FOUND',
+  LimitExceededError: 'LIMIT_EXCEEDED',
+  ConflictError: 'CONFLICT',
+};
+
+function exposeExpectedErrors(error: unknown, message: string, isDev?: boolean): Error {
+  const original = error instanceof GraphQLError ? error.originalError : error;
+  if (original instanceof AppError) {
+    const gqlError = error instanceof GraphQLError ? error : null;
+    const extensions: Record<string, unknown> = { code: errorCodes[original.name] ?? 'BAD_REQUEST' };
+    if (original instanceof ValidationError) extensions.field = original.field;
+    return new GraphQLError(original.message, {
+      nodes: gqlError?.nodes,
+      path: gqlError?.path,
+      extensions,
+    });
+  }
+  return maskError(error, message, isDev);
 }
 
 function refuse(res: http.ServerResponse, status: number, message: string) {

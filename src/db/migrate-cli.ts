@@ -3,6 +3,8 @@
 import { loadConfig, ConfigError } from '../config.js';
 import { configureLogger } from '../lib/log.js';
 import { connectDatabase } from './connect.js';
+import { writeMigrationsIndex } from './migrations-index.js';
+import { migrationsDir } from './orm.js';
 
 async function main() {
   const command = process.argv[2] ?? 'up';
@@ -13,7 +15,12 @@ async function main() {
     if (command === 'create') {
       const initial = process.argv.includes('--initial');
       const result = await db.orm.getMigrator().createMigration(undefined, false, initial);
-      console.log(result.fileName ? `created ${result.fileName}` : 'no changes: entities match the last snapshot');
+      if (result.fileName) {
+        writeMigrationsIndex(migrationsDir);
+        console.log(`created ${result.fileName} and updated migrations/index.ts`);
+      } else {
+        console.log('no changes: entities match the last snapshot');
+      }
     } else if (command === 'up') {
       const pending = await db.orm.getMigrator().getPendingMigrations();
       console.log(`database up to date (${pending.length} pending)`);

@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { MikroORM, type Options } from '@mikro-orm/postgresql';
 import { Migrator } from '@mikro-orm/migrations';
 import pg from 'pg';
+import { migrationsList } from '../../migrations/index.js';
 import { entities } from './entities.js';
 import { createLogger } from '../lib/log.js';
 
@@ -37,7 +38,8 @@ export function ormConfig(opts: OrmOptions): Options {
     migrations: {
       path: migrationsDir,
       pathTs: migrationsDir,
-      glob: '!(*.d).{js,ts}',
+      glob: '!(*.d|index).{js,ts}',
+      migrationsList,
       tableName: 'mikro_orm_migrations',
       transactional: true,
       allOrNothing: true,

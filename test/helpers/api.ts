@@ -1,0 +1,126 @@
+// Test harness: a fresh PostgreSQL database and a real API server on a free port per test file.
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { MikroORM } from '@mikro-orm/postgresql';
+import { createApp, type App } from '../../src/app.js';
+import { loadConfig } from '../../src/config.js';
+import { dropDatabase, ensureDatabase, initOrm, migrateUp } from '../../src/db/orm.js';
+import { configureLogger } from '../../src/lib/log.js';
+import { startServer } from '../../src/server.js';
+
+export const PG_BASE = process.env.CVTRAIN_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432';
+
+export interface GqlResponse<T = any> {
+  status: number;
+  data: T;
+  errors?: { message: string; extensions?: Record<string, unknown> }[];
+  headers: Headers;
+}
+
+export interface TestApi {
+  url: string;
+  app: App;
+  orm: MikroORM;
+  dbUrl: string;
+  dataDir: string;
+  gql<T = any>(query: string, variables?: Record<string, unknown>, token?: string | null): Promise<GqlResponse<T>>;
+  close(): Promise<void>;
+}
+
+export function testSecrets() {
+  return {
+    CVTRAIN_SECRET_KEYS: `test1:${randomBytes(32).toString('base64')}`,
+    CVTRAIN_JWT_SECRET: randomBytes(32).toString('base64url'),
+  };
+}
+
+export async function startTestApi(
+  opts: { env?: Record<string, string>; onQuery?: (sql: string) => void } = {},
+): Promise<TestApi> {
+  const dbName = `cvtrain_test_${process.pid}_${randomBytes(4).toString('hex')}`;
+  const dbUrl = `${PG_BASE}/${dbName}`;
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'cvtrain-test-'));
+  await ensureDatabase(dbUrl);
+  const config = loadConfig({
+    NODE_ENV: 'test',
+    DATABASE_URL: dbUrl,
+    CVTRAIN_DATA_DIR: dataDir,
+    CVTRAIN_REDIS_PREFIX: `cvtrain-test-${randomBytes(4).toString('hex')}:`,
+    CVTRAIN_LOG_LEVEL: 'silent',
+    ...testSecrets(),
+    ...opts.env,
+  });
+  configureLogger({ level: config.logLevel, json: false });
+  const orm = await initOrm({ databaseUrl: dbUrl, poolMax: 5, onQuery: opts.onQuery });
+  await migrateUp(orm);
+  const app = createApp(config, orm);
+  const server = await startServer(app, { port: 0, host: '127.0.0.1' });
+  return {
+    url: server.url,
+    app,
+    orm,
+    dbUrl,
+    dataDir,
+    gql: (query, variables, token) => gql(server.url, query, variables, token),
+    async close() {
+      await server.close();
+      await orm.close(true);
+      await dropDatabase(dbUrl);
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function gql<T = any>(
+  url: string,
+  query: string,
+  variables?: Record<string, unknown>,
+  token?: string | null,
+): Promise<GqlResponse<T>> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      accept: 'application/graphql-response+json',
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+    },
+    body: JSON.stringify({ query, variables }),
+  });
+  const body = (await res.json()) as { data: T; errors?: GqlResponse['errors'] };
+  return { status: res.status, data: body.data, errors: body.errors, headers: res.headers };
+}
+
+export interface SignedUp {
+  token: string;
+  userId: string;
+  orgId: string;
+  email: string;
+  password: string;
+}
+
+let counter = 0;
+export async function signUp(api: TestApi, orgName = 'Acme', email?: string): Promise<SignedUp> {
+  const address = email ?? `user${++counter}-${randomBytes(3).toString('hex')}@example.com`;
+  const password = 'correct horse battery staple';
+  const res = await api.gql(
+    `mutation($input: SignUpInput!) { signUp(input: $input) {
+      __typename ... on SignUpSuccess { authPayload { token user { id } organization { id } } }
+      ... on Error { message } } }`,
+    { input: { email: address, password, organizationName: orgName } },
+  );
+  const payload = res.data?.signUp?.authPayload;
+  if (!payload) throw new Error(`signUp failed: ${JSON.stringify(res)}`);
+  return { token: payload.token, userId: payload.user.id, orgId: payload.organization.id, email: address, password };
+}
+
+/** Asserts success of a mutation result union and returns its data field. */
+export function ok<T = any>(res: GqlResponse, field: string, dataField: string): T {
+  if (res.errors) throw new Error(`GraphQL errors: ${JSON.stringify(res.errors)}`);
+  const result = res.data[field];
+  if (!result || !result.__typename?.endsWith('Success')) {
+    throw new Error(`${field} did not succeed: ${JSON.stringify(result)}`);
+  }
+  return result[dataField] as T;
+}
