@@ -42,6 +42,7 @@ export async function startTestApi(
   const dbName = `cvtrain_test_${process.pid}_${randomBytes(4).toString('hex')}`;
   const dbUrl = `${PG_BASE}/${dbName}`;
   const dataDir = mkdtempSync(path.join(tmpdir(), 'cvtrain-test-'));
+  configureLogger({ level: 'silent', json: false });
   await ensureDatabase(dbUrl);
   const config = loadConfig({
     NODE_ENV: 'test',
