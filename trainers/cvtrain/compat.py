@@ -25,13 +25,20 @@ def _accepts(fn: Any, name: str) -> bool:
         return False
 
 
-def load(path: str, map_location: Any = "cpu") -> Any:
-    """torch.load restricted to tensors and plain containers where torch supports it.
+# torch's restricted unpickler only handles every opcode of ordinary state dicts (floats,
+# for one) from 2.4 on; 1.13 has the flag but rejects a float.
+SAFE_LOAD_FROM = (2, 4)
 
-    Checkpoints are written with only such types (RNG states converted to lists), so the
-    safe loader works on 1.13 and is also what torch >= 2.6 does by default.
+
+def load(path: str, map_location: Any = "cpu") -> Any:
+    """torch.load restricted to tensors and plain containers where torch can do that.
+
+    Checkpoints hold only such types (RNG states are stored as lists; a test checks the
+    pickle's globals), so the restricted loader reads them on torch >= 2.4, where it is
+    also the default. On older torch (Debian's 1.13) this is a plain torch.load: load
+    pretrained_weights files only from sources you trust there.
     """
-    if _accepts(torch.load, "weights_only"):
+    if torch_version_tuple() >= SAFE_LOAD_FROM and _accepts(torch.load, "weights_only"):
         return torch.load(path, map_location=map_location, weights_only=True)
     return torch.load(path, map_location=map_location)
 

@@ -1,0 +1,1 @@
+"""Dataset readers, decoding/augmentation workers, the synthetic generator and validation."""

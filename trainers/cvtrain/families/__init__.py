@@ -1,0 +1,1 @@
+"""Model families: torchvision (always there), ultralytics and transformers (when importable)."""

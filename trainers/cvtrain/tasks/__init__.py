@@ -1,0 +1,1 @@
+"""Task trainers: object detection and classification on top of BaseTrainer."""

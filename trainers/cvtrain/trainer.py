@@ -1,0 +1,872 @@
+"""BaseTrainer: the loop, hooks, events, checkpoint/resume, graceful stop, evaluation, export.
+
+Tasks (tasks/) implement the model-facing parts: create_model, forward_train, validate,
+export_model. Families (families/) pick builders. Custom trainers subclass a task trainer
+or BaseTrainer itself and register by entry point or import path (registry.py).
+
+Exact resume. A run resumed from any checkpoint continues bit-for-bit on CPU because:
+sample order depends only on (seed, epoch) and augmentation only on (seed, epoch, index);
+the DataLoader draws from a private generator, never the global RNG; checkpoints hold
+model, optimizer, scheduler, scaler, RNG states (python, numpy, torch, cuda), the
+position inside the epoch and the epoch's running loss sums; the sampler skips consumed
+batches without loading them; and global RNG states are restored at the same point of
+the loop where they were captured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from . import callbacks as cb
+from . import compat, settings
+from .config import TrainingConfig
+from .datasets.formats import SplitIndex, read_splits
+from .datasets.loading import EpochBatchSampler, make_loader, resolve_num_workers
+from .errors import ConfigError, CvtrainError, DatasetError, TrainingDiverged
+from .events import EventEmitter
+
+CHECKPOINT_FORMAT = "cvtrain-checkpoint"
+WEIGHTS_FORMAT = "cvtrain-weights"
+CHECKPOINT_VERSION = 1
+# Keys of run.json that must match between a checkpoint and the run resuming it: they
+# define the model, the classes, or what "step N of epoch E" means.
+RESUME_MUST_MATCH = ("task", "framework", "architecture", "batch_size", "max_batches_per_epoch", "seed", "image_size")
+
+
+def file_digest(path: str) -> tuple[int, str]:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return os.path.getsize(path), h.hexdigest()
+
+
+def atomic_save(obj: Any, path: str) -> None:
+    """torch.save to a temp file in the same folder, fsync, then rename over `path`, so
+    a crash or SIGKILL leaves either the old file or the new one, never half of one."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_link(src: str, dst: str) -> None:
+    """Make `dst` a second name of `src` (same bytes, no second write), atomically."""
+    tmp = f"{dst}.tmp.{os.getpid()}"
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            import shutil
+
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+@dataclass
+class RunResult:
+    status: str  # completed | stopped | failed
+    exit_code: int
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    error: BaseException | None = None
+
+
+class _Stop(Exception):
+    """Unwinds the loop to the graceful-stop path."""
+
+
+class BaseTrainer:
+    #: "object-detection" or "classification"; custom trainers may use their own.
+    task = ""
+    #: Key of the flat validation metrics that selects `best` (higher is better).
+    main_metric = ""
+
+    def __init__(self, config: TrainingConfig, events: EventEmitter | None = None, callbacks: dict | None = None):
+        self.cfg = config
+        self.events = events or EventEmitter(None, config.session_id)
+        self.callbacks = cb.get_default_callbacks()
+        for hook, fns in (callbacks or {}).items():
+            for fn in fns:
+                self.add_callback(hook, fn)
+        self.stop_requested: str | None = None
+        self.model: nn.Module | None = None
+        self.class_names: list[str] = []
+        self.image_size = config.image_size or self.default_image_size(config.architecture)
+        self.device = torch.device("cpu")
+        self.amp_dtype: torch.dtype | None = None
+        self.channels_last = False
+        # Position: `epoch` epochs completed, `step` batches done in the current one.
+        self.epoch = 0
+        self.step = 0
+        self.global_step = 0
+        self.steps_per_epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.best_metric: float | None = None
+        self.best_epoch: int | None = None
+        self.epochs_without_improvement = 0
+        self.bad_samples: dict[str, dict[int, str]] = {"train": {}, "val": {}}
+        self._reported_bad = {"train": 0, "val": 0}
+        self.val_details: dict[str, Any] = {}
+        self.last_metrics: dict[str, float] = {}
+        self._resume_state: dict[str, Any] | None = None
+        self._val_interrupted = False
+        # (epoch, step) of the newest checkpoints/last.pt this process wrote.
+        self._last_saved_position: tuple[int, int] | None = None
+
+    # ------------------------------------------------------------------ hooks
+
+    def add_callback(self, hook: str, fn: cb.Callback) -> None:
+        if hook not in self.callbacks:
+            raise ValueError(f"unknown hook {hook!r}; hooks: {', '.join(cb.HOOKS)}")
+        self.callbacks[hook].append(fn)
+
+    def run_callbacks(self, hook: str) -> None:
+        for fn in self.callbacks[hook]:
+            fn(self)
+
+    # ------------------------------------------------------- subclass interface
+
+    @classmethod
+    def check_config(cls, cfg: TrainingConfig) -> None:
+        """Reject configs this trainer cannot run (raise ConfigError naming the key)."""
+
+    @classmethod
+    def default_image_size(cls, architecture: str) -> int:
+        return 224
+
+    def make_dataset(self, samples: list[Any], train: bool) -> torch.utils.data.Dataset:
+        raise NotImplementedError
+
+    def create_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def forward_train(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss to minimise and its named components (tensors, not synced)."""
+        raise NotImplementedError
+
+    def validate(self) -> dict[str, float]:
+        """Flat validation metrics; iterate `self.val_batches()`. May fill self.val_details."""
+        raise NotImplementedError
+
+    def export_model(self, fmt: str, path: str) -> dict[str, Any]:
+        """Write the model in `fmt` to `path`; returns extra `artifact` event fields."""
+        raise NotImplementedError(f"{type(self).__name__} cannot export {fmt}")
+
+    # ------------------------------------------------------------ data
+
+    def prepare_dataset(self) -> None:
+        cfg = self.cfg
+        train, val = read_splits(cfg.dataset.path, cfg.dataset.format, cfg.dataset.train_split, cfg.dataset.val_split)
+        self.class_names = list(train.class_names)
+        for name, index in (("train", train), ("val", val)):
+            self._report_index(name, index)
+        if not train.samples:
+            raise DatasetError(f"split '{cfg.dataset.train_split}' has no usable samples in {cfg.dataset.path}")
+        if not val.samples:
+            raise DatasetError(f"split '{cfg.dataset.val_split}' has no usable samples in {cfg.dataset.path}")
+        self.train_dataset = self.make_dataset(train.samples, train=True)
+        self.val_dataset = self.make_dataset(val.samples, train=False)
+
+    def _report_index(self, split: str, index: SplitIndex) -> None:
+        if not index.problems:
+            return
+        shown = "; ".join(
+            f"{p.path}{':' + str(p.line) if p.line else ''}: {p.message}" for p in index.problems[:3]
+        )
+        more = f" (and {len(index.problems) - 3} more)" if len(index.problems) > 3 else ""
+        if index.dropped:
+            self.events.emit(
+                "warning",
+                code="skipped_labels",
+                message=f"{split}: skipped {index.dropped} of {index.total} images with bad labels: {shown}{more}",
+                count=index.dropped,
+            )
+        else:
+            self.events.emit(
+                "warning",
+                code="dataset_problems",
+                message=f"{split}: {len(index.problems)} problems: {shown}{more}",
+                count=len(index.problems),
+            )
+        if index.total and index.dropped / index.total > self.cfg.max_corrupt_fraction:
+            raise DatasetError(
+                f"{split}: {index.dropped} of {index.total} images have bad labels, more than "
+                f"max_corrupt_fraction={self.cfg.max_corrupt_fraction}: {shown}{more}"
+            )
+
+    def _record_bad(self, split: str, bad: list[tuple[int, str, str]]) -> None:
+        table = self.bad_samples[split]
+        for index, path, message in bad:
+            if index not in table:
+                table[index] = f"{path}: {message}"
+                print(f"cvtrain: skipping corrupt image {path}: {message}", file=sys.stderr)
+        dataset = self.train_dataset if split == "train" else self.val_dataset
+        if len(table) / max(1, len(dataset)) > self.cfg.max_corrupt_fraction:
+            self._report_bad(split)
+            raise DatasetError(
+                f"{split}: {len(table)} of {len(dataset)} images do not decode, more than "
+                f"max_corrupt_fraction={self.cfg.max_corrupt_fraction}; first: {next(iter(table.values()))}"
+            )
+
+    def _report_bad(self, split: str) -> None:
+        table = self.bad_samples[split]
+        if len(table) > self._reported_bad[split]:
+            self._reported_bad[split] = len(table)
+            first = list(table.values())[:3]
+            self.events.emit(
+                "warning",
+                code="corrupt_images",
+                message=f"{split}: skipped {len(table)} images that do not decode: " + "; ".join(first),
+                count=len(table),
+            )
+
+    def _build_loaders(self) -> None:
+        cfg = self.cfg
+        workers = resolve_num_workers(cfg.num_workers)
+        pin = self.device.type == "cuda"
+        # drop_last: a final batch of 1 breaks BatchNorm in training and skews the loss.
+        self.train_sampler = EpochBatchSampler(
+            len(self.train_dataset), cfg.batch_size, cfg.seed, shuffle=True, drop_last=True, max_batches=cfg.max_batches_per_epoch
+        )
+        self.val_sampler = EpochBatchSampler(
+            len(self.val_dataset), cfg.batch_size, cfg.seed, shuffle=False, drop_last=False, max_batches=cfg.max_val_batches
+        )
+        self.train_loader = make_loader(self.train_dataset, self.train_sampler, workers, pin)
+        self.val_loader = make_loader(self.val_dataset, self.val_sampler, workers, pin)
+        self.steps_per_epoch = self.train_sampler.batches_per_epoch()
+        self.num_workers = workers
+
+    def val_batches(self) -> Iterator[dict[str, Any]]:
+        """Validation batches with hooks, corrupt-sample accounting and stop checks."""
+        self.val_sampler.set_epoch(0, 0)
+        for batch in self.val_loader:
+            if self.stop_requested:
+                self._val_interrupted = True
+                return
+            if batch["bad"]:
+                self._record_bad("val", batch["bad"])
+            if not batch["size"]:
+                continue
+            self.run_callbacks("on_val_batch_start")
+            yield batch
+            self.run_callbacks("on_val_batch_end")
+
+    # ------------------------------------------------------------ device helpers
+
+    def images_to_device(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW (pinned) -> float 0..1 on the device; the copy overlaps compute."""
+        x = images.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x.float().div_(255.0)
+
+    def autocast(self) -> Any:
+        return compat.autocast(self.device.type, self.amp_dtype, self.amp_dtype is not None)
+
+    def _setup_device(self) -> None:
+        self.device = resolve_device(self.cfg.device)
+        amp = self.cfg.amp
+        dtype = None
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+            compat.configure_cuda_backend()
+            if amp == "auto":
+                dtype = torch.bfloat16 if compat.bf16_supported() else torch.float16
+            elif amp == "bf16":
+                if compat.bf16_supported():
+                    dtype = torch.bfloat16
+                else:
+                    self.events.emit("warning", code="amp_fallback", message="bf16 is not supported on this GPU; using fp16 with a grad scaler", count=1)
+                    dtype = torch.float16
+            elif amp == "fp16":
+                dtype = torch.float16
+        else:
+            if amp == "bf16":
+                dtype = torch.bfloat16
+            elif amp == "fp16":
+                self.events.emit("warning", code="amp_unsupported", message="fp16 autocast needs CUDA; training in float32 on CPU", count=1)
+        self.amp_dtype = dtype
+        cl = self.cfg.channels_last
+        self.channels_last = (self.device.type == "cuda" and dtype is not None and self.task == "classification") if cl == "auto" else bool(cl)
+
+    @property
+    def amp_name(self) -> str:
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.amp_dtype, "off")  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------ optimisation
+
+    def _build_optimizer(self) -> None:
+        cfg = self.cfg
+        decay, no_decay = [], []
+        for p in self.model.parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 else decay).append(p)
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if cfg.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(groups, lr=cfg.learning_rate, momentum=settings.SGD_MOMENTUM)
+        elif cfg.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(groups, lr=cfg.learning_rate, betas=settings.ADAM_BETAS)
+        else:
+            self.optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=settings.ADAM_BETAS)
+        total = max(1, cfg.epochs * self.steps_per_epoch)
+        warmup = min(total, round(cfg.warmup_epochs * self.steps_per_epoch))
+        schedule = cfg.lr_schedule
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return settings.WARMUP_START_FACTOR + (1 - settings.WARMUP_START_FACTOR) * step / warmup
+            if schedule == "constant":
+                return 1.0
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return settings.COSINE_FINAL_FACTOR + (1 - settings.COSINE_FINAL_FACTOR) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        self.scaler = compat.grad_scaler(enabled=self.amp_dtype == torch.float16)
+
+    def train_step(self, batch: dict[str, Any]) -> None:
+        with self.autocast():
+            loss, parts = self.forward_train(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.run_callbacks("on_before_optimizer_step")
+        if self.cfg.clip_grad_norm:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        loss_d = loss.detach().double()
+        self._acc["loss"] += loss_d
+        for name, value in parts.items():
+            if name not in self._acc["parts"]:
+                self._acc["parts"][name] = torch.zeros((), dtype=torch.float64, device=self.device)
+            self._acc["parts"][name] += value.detach().double()
+        self._acc["steps"] += 1
+        self._acc["images"] += batch["size"]
+        self._win["loss"] += loss_d
+        self._win["steps"] += 1
+        self._win["images"] += batch["size"]
+
+    def _new_acc(self) -> dict[str, Any]:
+        return {"loss": torch.zeros((), dtype=torch.float64, device=self.device), "parts": {}, "steps": 0, "images": 0}
+
+    def _new_window(self) -> None:
+        self._win = {"loss": torch.zeros((), dtype=torch.float64, device=self.device), "steps": 0, "images": 0, "t0": time.monotonic()}
+
+    def _maybe_progress(self) -> None:
+        now = time.monotonic()
+        if now - self._last_progress < self.cfg.progress_interval_s or not self._win["steps"]:
+            return
+        loss = float(self._win["loss"]) / self._win["steps"]  # the one device sync per interval
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"training loss is {loss} at epoch {self.epoch + 1}, step {self.step}")
+        spe = max(1, self.steps_per_epoch)
+        self.events.emit(
+            "progress",
+            epoch=self.epoch + 1,
+            step=self.step,
+            steps_per_epoch=self.steps_per_epoch,
+            fraction=min(1.0, (self.epoch * spe + self.step) / (self.cfg.epochs * spe)),
+            loss=loss,
+            images_per_sec=self._win["images"] / max(1e-9, now - self._win["t0"]),
+            lr=self.optimizer.param_groups[0]["lr"],
+        )
+        self._last_progress = now
+        self._new_window()
+
+    def train_epoch(self, epoch: int, start_step: int) -> None:
+        """Train epoch index `epoch` (0-based) from batch `start_step`."""
+        self.model.train()
+        self.train_sampler.set_epoch(epoch, start_step)
+        self.step = start_step
+        for batch in self.train_loader:
+            if self.stop_requested:
+                return
+            if batch["bad"]:
+                self._record_bad("train", batch["bad"])
+            if batch["size"]:
+                self.run_callbacks("on_train_batch_start")
+                self.train_step(batch)
+                self.global_step += 1
+            self.step += 1
+            if batch["size"]:
+                self.run_callbacks("on_train_batch_end")
+            self._maybe_progress()
+            if self.stop_requested:
+                return
+
+    # ------------------------------------------------------------ checkpoints
+
+    def checkpoint_state(self, epoch: int, step: int) -> dict[str, Any]:
+        acc = self._acc
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "torch_version": str(torch.__version__),
+            "config": self.cfg.to_dict(),
+            "task": self.task,
+            "class_names": list(self.class_names),
+            "image_size": self.image_size,
+            "model": compat.unwrap_model(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "epoch": epoch,
+            "step": step,
+            "global_step": self.global_step,
+            "steps_per_epoch": self.steps_per_epoch,
+            "rng": compat.rng_state(),
+            "epoch_acc": {
+                "loss": acc["loss"].cpu(),
+                "parts": {k: v.cpu() for k, v in acc["parts"].items()},
+                "steps": acc["steps"],
+                "images": acc["images"],
+            },
+            "history": self.history,
+            "best_metric": self.best_metric,
+            "best_epoch": self.best_epoch,
+            "epochs_without_improvement": self.epochs_without_improvement,
+            "bad_samples": {k: dict(v) for k, v in self.bad_samples.items()},
+        }
+
+    def save_checkpoint(self, kinds: list[str], epoch: int, step: int) -> dict[str, str]:
+        """Write one checkpoint under every name in `kinds` (last, best, periodic, stop);
+        the bytes are written once, other names are hard links. Returns kind -> path."""
+        state = self.checkpoint_state(epoch, step)
+        paths: dict[str, str] = {}
+        first: str | None = None
+        for kind in kinds:
+            path = self.checkpoint_path(kind, epoch)
+            if kind in ("last", "stop"):
+                self._last_saved_position = (epoch, step)
+            if first is None:
+                atomic_save(state, path)
+                first = path
+                size, digest = file_digest(path)
+            else:
+                atomic_link(first, path)
+            paths[kind] = path
+            self.run_callbacks("on_model_save")
+            self.events.emit("checkpoint", epoch=epoch, step=step, path=path, kind=kind, size_bytes=size, sha256=digest)
+        return paths
+
+    def checkpoint_path(self, kind: str, epoch: int) -> str:
+        name = {"last": "last.pt", "stop": "last.pt", "best": "best.pt"}.get(kind, f"epoch_{epoch:04d}.pt")
+        return os.path.join(self.cfg.checkpoint_dir, name)
+
+    def _load_resume(self) -> str | None:
+        cfg = self.cfg
+        path = cfg.resume_from
+        if not path:
+            return None
+        if path == "last":
+            path = os.path.join(cfg.checkpoint_dir, "last.pt")
+            if not os.path.isfile(path):
+                print(f"cvtrain: resume_from 'last': no {path} yet, starting fresh", file=sys.stderr)
+                return None
+        try:
+            ckpt = compat.load(path)
+        except Exception as exc:
+            raise ConfigError("resume_from", f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise ConfigError("resume_from", f"{path} is not a cvtrain checkpoint")
+        if ckpt.get("version") != CHECKPOINT_VERSION:
+            raise ConfigError("resume_from", f"{path} has checkpoint version {ckpt.get('version')}, expected {CHECKPOINT_VERSION}")
+        saved = ckpt["config"]
+        mine = cfg.to_dict()
+        for key in RESUME_MUST_MATCH:
+            if saved.get(key) != mine.get(key):
+                raise ConfigError("resume_from", f"checkpoint was trained with {key}={saved.get(key)!r}, this run has {mine.get(key)!r}")
+        if list(ckpt["class_names"]) != list(self.class_names):
+            raise ConfigError("resume_from", f"checkpoint classes {ckpt['class_names']} differ from the dataset's {self.class_names}")
+        if ckpt["steps_per_epoch"] != self.steps_per_epoch:
+            raise ConfigError(
+                "resume_from",
+                f"checkpoint had {ckpt['steps_per_epoch']} steps per epoch, this dataset gives {self.steps_per_epoch}",
+            )
+        compat.unwrap_model(self.model).load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch, self.step = ckpt["epoch"], ckpt["step"]
+        self.global_step = ckpt["global_step"]
+        acc = ckpt["epoch_acc"]
+        self._acc = {
+            "loss": acc["loss"].to(self.device),
+            "parts": {k: v.to(self.device) for k, v in acc["parts"].items()},
+            "steps": acc["steps"],
+            "images": acc["images"],
+        }
+        self.history = list(ckpt["history"])
+        self.best_metric, self.best_epoch = ckpt["best_metric"], ckpt["best_epoch"]
+        self.epochs_without_improvement = ckpt["epochs_without_improvement"]
+        self.bad_samples = {k: {int(i): m for i, m in v.items()} for k, v in ckpt["bad_samples"].items()}
+        self._reported_bad = {k: len(v) for k, v in self.bad_samples.items()}
+        if self.history:
+            self.last_metrics = dict(self.history[-1]["metrics"])
+        self._resume_state = ckpt["rng"]
+        return os.path.abspath(path)
+
+    # ------------------------------------------------------------ model setup
+
+    def _setup_model(self) -> None:
+        model = self.create_model()
+        if self.cfg.pretrained_weights:
+            self._load_pretrained(model, self.cfg.pretrained_weights)
+        model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model = model
+        if self.cfg.compile:
+            if compat.can_compile():
+                self.model = torch.compile(model)
+            else:
+                self.events.emit("warning", code="compile_unavailable", message=f"torch {torch.__version__} has no torch.compile; running eagerly", count=1)
+
+    def _load_pretrained(self, model: nn.Module, path: str) -> None:
+        from .families.torchvision_models import load_pretrained
+
+        try:
+            obj = compat.load(path)
+        except Exception as exc:
+            raise ConfigError("pretrained_weights", f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+        if isinstance(obj, dict) and obj.get("format") in (CHECKPOINT_FORMAT, WEIGHTS_FORMAT):
+            obj = obj["model"]
+        elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+            obj = obj["state_dict"]
+        if not isinstance(obj, dict):
+            raise ConfigError("pretrained_weights", f"{path} holds no state dict")
+        loaded, skipped = load_pretrained(model, obj)
+        if not loaded:
+            raise ConfigError("pretrained_weights", f"no tensor in {path} matches {self.cfg.architecture}")
+        if skipped:
+            self.events.emit(
+                "warning",
+                code="pretrained_partial",
+                message=f"loaded {loaded} tensors from {path}; skipped {len(skipped)} whose name or shape differ (e.g. {skipped[:3]})",
+                count=len(skipped),
+            )
+
+    # ------------------------------------------------------------ the run
+
+    def _install_signal_handlers(self) -> None:
+        self._old_handlers: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handler(signum: int, _frame: Any) -> None:
+            if self.stop_requested is None:
+                self.stop_requested = signal.Signals(signum).name
+                print(f"cvtrain: {self.stop_requested} received; finishing the step, then checkpointing", file=sys.stderr, flush=True)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old_handlers[sig] = signal.getsignal(sig)
+            signal.signal(sig, handler)
+
+    def _restore_signal_handlers(self) -> None:
+        for sig, old in self._old_handlers.items():
+            signal.signal(sig, old)
+
+    def fit(self) -> RunResult:
+        """Train, validate, checkpoint and export; never raises for run failures (they
+        become a `failed` event and a non-zero exit code in the result)."""
+        self._install_signal_handlers()
+        try:
+            return self._fit()
+        except _Stop:
+            return RunResult("stopped", settings.EXIT_OK, dict(self.last_metrics))
+        except CvtrainError as exc:
+            self._emit_failed(exc)
+            return RunResult("failed", exc.exit_code, error=exc)
+        except Exception as exc:  # the run failed: report it rather than crash without an event
+            self._emit_failed(exc)
+            return RunResult("failed", settings.EXIT_FAILED, error=exc)
+        finally:
+            self._restore_signal_handlers()
+            try:
+                self.run_callbacks("on_teardown")
+            finally:
+                for loader in ("train_loader", "val_loader"):
+                    # Ends persistent workers now rather than at interpreter exit.
+                    if hasattr(self, loader):
+                        delattr(self, loader)
+
+    def _emit_failed(self, exc: BaseException) -> None:
+        tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+        tail = "".join(tb).splitlines()[-settings.TRACEBACK_TAIL_LINES :]
+        print("".join(tb), file=sys.stderr)
+        self.events.emit(
+            "failed",
+            message=str(exc) or type(exc).__name__,
+            error_type=type(exc).__name__,
+            traceback_tail="\n".join(tail),
+            exit_code=getattr(exc, "exit_code", settings.EXIT_FAILED),
+        )
+
+    def _fit(self) -> RunResult:
+        cfg = self.cfg
+        self.run_callbacks("on_pretrain_routine_start")
+        self._setup_device()
+        compat.seed_everything(cfg.seed)
+        self.prepare_dataset()
+        self._build_loaders()
+        self._setup_model()
+        self._build_optimizer()
+        self._acc = self._new_acc()
+        resumed_from = self._load_resume()
+        self.run_callbacks("on_pretrain_routine_end")
+        self.events.emit(
+            "started",
+            total_epochs=cfg.epochs,
+            start_epoch=self.epoch,
+            start_step=self.step,
+            device=describe_device(self.device),
+            torch_version=torch.__version__,
+            resumed_from=resumed_from,
+            train_images=len(self.train_dataset),
+            val_images=len(self.val_dataset),
+            pid=os.getpid(),
+            task=self.task,
+            framework=cfg.framework,
+            architecture=cfg.architecture,
+            class_names=list(self.class_names),
+            image_size=self.image_size,
+            batch_size=cfg.batch_size,
+            steps_per_epoch=self.steps_per_epoch,
+            amp=self.amp_name,
+            num_workers=self.num_workers,
+        )
+        if self._resume_state is not None:
+            # Restored last, where the original run captured it: nothing between here and
+            # the next batch draws from the global generators.
+            compat.set_rng_state(self._resume_state)
+        self.run_callbacks("on_train_start")
+        self._last_progress = time.monotonic()
+        self._new_window()
+        early_stopped = False
+        start_epoch, start_step = self.epoch, self.step
+        for epoch in range(start_epoch, cfg.epochs):
+            self.epoch = epoch
+            first = start_step if epoch == start_epoch else 0
+            if first == 0:
+                self._acc = self._new_acc()
+            t0 = time.monotonic()
+            images_before = self._acc["images"]
+            self.run_callbacks("on_train_epoch_start")
+            self.train_epoch(epoch, first)
+            if self.stop_requested:
+                self._stop(epoch, self.step)
+            train_seconds = time.monotonic() - t0
+            self.run_callbacks("on_train_epoch_end")
+            metrics = self._run_validation()
+            if metrics is None:
+                self._stop(epoch, self.step)
+            early_stopped = self._end_epoch(epoch, metrics, t0, train_seconds, self._acc["images"] - images_before)
+            if self.stop_requested:
+                self._stop(epoch + 1, 0, already_saved=self._last_saved_position == (epoch + 1, 0))
+            if early_stopped:
+                break
+        return self._finish(early_stopped)
+
+    def _run_validation(self) -> dict[str, float] | None:
+        self.model.eval()
+        self._val_interrupted = False
+        self.run_callbacks("on_val_start")
+        with torch.no_grad():
+            metrics = self.validate()
+        if self._val_interrupted:
+            return None
+        self.run_callbacks("on_val_end")
+        return {k: float(v) for k, v in metrics.items() if v is not None}
+
+    def _end_epoch(self, epoch: int, metrics: dict[str, float], t0: float, train_seconds: float, images: int) -> bool:
+        cfg = self.cfg
+        acc = self._acc
+        steps = max(1, acc["steps"])
+        train_loss = float(acc["loss"]) / steps
+        if not math.isfinite(train_loss):
+            raise TrainingDiverged(f"training loss is {train_loss} after epoch {epoch + 1}")
+        losses = {k: float(v) / steps for k, v in acc["parts"].items()}
+        done = epoch + 1
+        value = metrics.get(self.main_metric)
+        is_best = value is not None and (self.best_metric is None or value > self.best_metric)
+        if is_best:
+            self.best_metric, self.best_epoch = value, done
+            self.epochs_without_improvement = 0
+        else:
+            self.epochs_without_improvement += 1
+        record = {"epoch": done, "train_loss": train_loss, "losses": losses, "metrics": metrics}
+        self.history.append(record)
+        self.last_metrics = dict(metrics)
+        for split in ("train", "val"):
+            self._report_bad(split)
+        self.events.emit(
+            "epoch",
+            epoch=done,
+            total_epochs=cfg.epochs,
+            train_loss=train_loss,
+            losses=losses,
+            metrics=metrics,
+            lr=self.optimizer.param_groups[0]["lr"],
+            seconds=time.monotonic() - t0,
+            images_per_sec=images / max(1e-9, train_seconds),
+            is_best=is_best,
+        )
+        self.run_callbacks("on_fit_epoch_end")
+        early = bool(cfg.early_stopping_patience) and self.epochs_without_improvement >= cfg.early_stopping_patience
+        kinds = []
+        if done % cfg.checkpoint_every == 0 or done == cfg.epochs or early or self.stop_requested:
+            kinds.append("last")
+        if is_best:
+            kinds.append("best")
+        if cfg.keep_periodic and done % cfg.checkpoint_every == 0:
+            kinds.append("periodic")
+        if kinds:
+            self.save_checkpoint(kinds, done, 0)
+        return early
+
+    def _stop(self, epoch: int, step: int, already_saved: bool = False) -> None:
+        """Checkpoint at (epochs done, step within the next epoch), emit `stopped`, unwind."""
+        path = self.checkpoint_path("stop", epoch)
+        if not already_saved:
+            path = self.save_checkpoint(["stop"], epoch, step)["stop"]
+        self.run_callbacks("on_stop")
+        self.events.emit("stopped", reason=f"signal:{self.stop_requested}", epoch=epoch, step=step, checkpoint=path, resumable=True)
+        raise _Stop()
+
+    def _finish(self, early_stopped: bool) -> RunResult:
+        cfg = self.cfg
+        self.run_callbacks("on_train_end")
+        os.makedirs(cfg.output_dir, exist_ok=True)
+        last_path = self.checkpoint_path("last", cfg.epochs)
+        if self._last_saved_position != (len(self.history), 0):
+            # Every completed run leaves a resumable checkpoint of its final state.
+            self.save_checkpoint(["last"], len(self.history), 0)
+        self._artifact("checkpoint", last_path)
+        metrics_path = os.path.join(cfg.output_dir, "metrics.json")
+        with open(metrics_path + ".tmp", "w", encoding="utf-8") as fh:
+            json.dump(
+                {
+                    "task": self.task,
+                    "framework": cfg.framework,
+                    "architecture": cfg.architecture,
+                    "class_names": self.class_names,
+                    "main_metric": self.main_metric,
+                    "best_epoch": self.best_epoch,
+                    "best_metric": self.best_metric,
+                    "final": self.last_metrics,
+                    "details": self.val_details,
+                    "history": self.history,
+                    "corrupt_images": {k: sorted(v.values()) for k, v in self.bad_samples.items()},
+                },
+                fh,
+                indent=1,
+            )
+        os.replace(metrics_path + ".tmp", metrics_path)
+        self._artifact("metrics", metrics_path)
+        weights_path = self._write_weights()
+        self._artifact("weights", weights_path)
+        for fmt in cfg.export:
+            if self.stop_requested:
+                # Training is done; a resumed run only repeats the exports.
+                self._stop(len(self.history), 0, already_saved=True)
+            self.run_callbacks("on_export_start")
+            out = os.path.join(cfg.output_dir, "export", f"model.{fmt}")
+            try:
+                extra = self.export_model(fmt, out)
+            except Exception as exc:
+                traceback.print_exc()
+                self.events.emit("warning", code="export_failed", message=f"{fmt} export failed: {type(exc).__name__}: {exc}", count=1)
+            else:
+                self._artifact(fmt, out, **extra)
+            self.run_callbacks("on_export_end")
+        self.events.emit(
+            "completed",
+            epochs=len(self.history),
+            best_epoch=self.best_epoch,
+            best_metric_name=self.main_metric,
+            best_metric=self.best_metric,
+            metrics=self.last_metrics,
+            early_stopped=early_stopped,
+        )
+        return RunResult("completed", settings.EXIT_OK, dict(self.last_metrics))
+
+    def _write_weights(self) -> str:
+        """weights/best.pt: the best epoch's model only (what export and inference use)."""
+        best = self.checkpoint_path("best", 0)
+        state = compat.load(best)["model"] if os.path.isfile(best) else compat.unwrap_model(self.model).state_dict()
+        compat.unwrap_model(self.model).load_state_dict(state)
+        path = os.path.join(self.cfg.output_dir, "weights", "best.pt")
+        atomic_save(self.weights_state(state), path)
+        return path
+
+    def weights_state(self, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+        return {
+            "format": WEIGHTS_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "config": self.cfg.to_dict(),
+            "task": self.task,
+            "class_names": list(self.class_names),
+            "image_size": self.image_size,
+            "epoch": self.best_epoch,
+            "metric": {self.main_metric: self.best_metric},
+            "model": state,
+        }
+
+    def _artifact(self, kind: str, path: str, **extra: Any) -> None:
+        size, digest = file_digest(path)
+        self.events.emit("artifact", kind=kind, path=os.path.abspath(path), size_bytes=size, sha256=digest, **extra)
+
+    # ------------------------------------------------------------ export entry point
+
+    def load_for_export(self, state: dict[str, Any]) -> None:
+        """Rebuild the model from a checkpoint or weights file (no dataset needed)."""
+        self.class_names = list(state["class_names"])
+        self.image_size = state["image_size"]
+        self.device = torch.device("cpu")
+        self.model = self.create_model()
+        self.model.load_state_dict(state["model"])
+        self.model.eval()
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("device", f"{spec} requested but CUDA is not available (torch {torch.__version__})")
+    dev = torch.device("cuda:0" if spec == "cuda" else spec)
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError("device", f"{spec} requested but only {torch.cuda.device_count()} GPU(s) are visible")
+    return dev
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return "cpu"
