@@ -672,6 +672,7 @@ class BaseTrainer:
         for epoch in range(start_epoch, cfg.epochs):
             self.epoch = epoch
             first = start_step if epoch == start_epoch else 0
+            self.step = first
             if first == 0:
                 self._acc = self._new_acc()
             t0 = time.monotonic()
