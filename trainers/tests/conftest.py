@@ -49,9 +49,12 @@ def read_events(path):
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def cli(*args, timeout=300, **popen):
+def cli(*args, timeout=300, env=None, **popen):
     """Runs `python3 -m cvtrain ARGS` the way the gpu-node does (trainers/ on PYTHONPATH)."""
-    env = dict(os.environ, PYTHONPATH=_TRAINERS, PYTHONUNBUFFERED="1")
+    env = dict(env or os.environ, PYTHONUNBUFFERED="1")
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if _TRAINERS not in paths:
+        env["PYTHONPATH"] = os.pathsep.join([_TRAINERS, *paths])
     return subprocess.run(
         [sys.executable, "-m", "cvtrain", *map(str, args)], env=env, capture_output=True, text=True, timeout=timeout, **popen
     )
