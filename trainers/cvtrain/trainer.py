@@ -679,6 +679,10 @@ class BaseTrainer:
             images_before = self._acc["images"]
             self.run_callbacks("on_train_epoch_start")
             self.train_epoch(epoch, first)
+            if self.device.type == "cuda":
+                # Steps are queued asynchronously; wait for them so the epoch's throughput
+                # counts finished work, not queued work.
+                torch.cuda.synchronize(self.device)
             if self.stop_requested:
                 self._stop(epoch, self.step)
             train_seconds = time.monotonic() - t0

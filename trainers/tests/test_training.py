@@ -111,6 +111,46 @@ def test_detector_onnx_export_is_checked(detection_run):
         assert "onnxruntime" in art["note"] and "opencv" in art["note"]
 
 
+# What torch >= 2.4's restricted unpickler (torch.load(weights_only=True), its default
+# from 2.6) accepts among the globals a state dict needs.
+SAFE_GLOBALS = {
+    "collections OrderedDict",
+    "torch._utils _rebuild_tensor_v2",
+    "torch._utils _rebuild_parameter",
+    *(f"torch {t}Storage" for t in ("Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool")),
+}
+
+
+def pickle_globals(path):
+    import pickletools
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        (name,) = [n for n in z.namelist() if n.endswith("data.pkl")]
+        data = z.read(name)
+    found = set()
+    for op, arg, _ in pickletools.genops(data):
+        assert op.name not in ("STACK_GLOBAL", "INST", "OBJ"), f"unexpected opcode {op.name} in {path}"
+        if op.name == "GLOBAL":
+            found.add(arg)
+    return found
+
+
+def test_checkpoints_are_atomic_and_load_without_unpickling_code(detection_run):
+    """Checkpoints and weights hold only tensors and plain containers, so the GPU
+    machine's torch (weights_only=True by default) reads them; no temp files remain."""
+    root, events = detection_run
+    ckpt_dir = root / "out" / "checkpoints"
+    assert not [p for p in os.listdir(ckpt_dir) if ".tmp." in p]
+    paths = [c["path"] for c in by_type(events, "checkpoint")] + [a["path"] for a in by_type(events, "artifact") if a["kind"] == "weights"]
+    for path in set(paths):
+        assert pickle_globals(path) <= SAFE_GLOBALS, path
+    import hashlib
+
+    last = by_type(events, "checkpoint")[-1]
+    assert hashlib.sha256(open(last["path"], "rb").read()).hexdigest() == last["sha256"]
+
+
 def wait_for(predicate, path, timeout):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

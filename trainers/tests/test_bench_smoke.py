@@ -1,0 +1,24 @@
+"""The GPU benchmark script's CPU smoke mode runs end to end (the full mode needs CUDA)."""
+
+import json
+import subprocess
+import sys
+
+from conftest import _TRAINERS
+
+
+def test_gpu_bench_smoke(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, f"{_TRAINERS}/bench/gpu_bench.py", "--smoke", "--models", "resnet18", "--out", out, "--workdir", tmp_path / "w"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    (result,) = report["results"]
+    assert result["model"] == "resnet18" and result["trainer"]["exit_code"] == 0
+    assert result["trainer"]["images_per_sec"] > 0 and result["plain"]["images_per_sec"] > 0
+    assert result["ratio"] == result["trainer"]["images_per_sec"] / result["plain"]["images_per_sec"]
+    assert "| resnet18 | 32 | 4 | off |" in proc.stdout
