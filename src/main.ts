@@ -11,7 +11,7 @@ async function main() {
   const config = loadConfig();
   configureLogger({ level: config.logLevel, json: config.env === 'production' });
   const db = await connectDatabase(config);
-  const app = createApp(config, db.orm);
+  const app = createApp(config, db.orm, db.sql);
   const server = await startServer(app);
 
   let stopping = false;

@@ -3,11 +3,13 @@ import type { Config } from '../config.js';
 import { createLogger } from '../lib/log.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded.js';
 import { ensureDatabase, initOrm, migrateUp, postgresAnswers } from './orm.js';
+import { createSqlPool, sqlThroughOrm, type Sql } from './sql.js';
 
 const log = createLogger('db');
 
 export interface Database {
   orm: MikroORM;
+  sql: Sql;
   url: string;
   embedded: EmbeddedPostgres | null;
   close(): Promise<void>;
@@ -39,11 +41,14 @@ export async function connectDatabase(config: Config, opts: { migrate?: boolean 
     const applied = await migrateUp(orm);
     if (applied.length) log.info('applied migrations', { migrations: applied });
   }
+  const sql = embedded ? sqlThroughOrm(orm) : createSqlPool(url, poolMax);
   return {
     orm,
+    sql,
     url,
     embedded,
     async close() {
+      await sql.close();
       await orm.close(true);
       await embedded?.stop();
     },

@@ -32,6 +32,9 @@ export function ormConfig(opts: OrmOptions): Options {
     forceUtcTimezone: true,
     // Entities are loaded explicitly by services; nothing lazy-loads behind a resolver's back.
     populateWhere: 'infer',
+    // Run onCreate hooks inside em.create(), so a new entity has its id before the flush: API key
+    // secrets embed it and credentials are encrypted with it as associated data.
+    processOnCreateHooksEarly: true,
     allowGlobalContext: false,
     debug: opts.onQuery ? ['query'] : false,
     logger: opts.onQuery ? (message: string) => opts.onQuery!(message) : () => undefined,

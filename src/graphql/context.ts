@@ -30,17 +30,19 @@ export function createRequestContext(
   app: App,
   auth: { authorization: string | null } | { principal: Promise<Principal | null> },
 ): RequestContext {
-  const em = app.orm.em.fork({ clear: true, useContext: false }) as EntityManager;
+  // Forking an EntityManager is not free and many requests (lists, node lookups) never use one.
+  let em: EntityManager | null = null;
   let principalPromise: Promise<Principal | null> | null = null;
+  let resolved: Principal | null = null;
   const lookup = () => ('principal' in auth ? auth.principal : resolvePrincipal(app, auth.authorization));
-  const ctx: RequestContext = {
+  const ctx = {
     app,
     config: app.config,
-    em,
     services: undefined as unknown as Services,
     principal() {
       principalPromise ??= lookup().then((p) => {
-        if (p) em.setFilterParams('org', { orgId: p.orgId });
+        resolved = p;
+        if (p && em) em.setFilterParams('org', { orgId: p.orgId });
         return p;
       });
       return principalPromise;
@@ -57,7 +59,18 @@ export function createRequestContext(
       }
       return p;
     },
-  };
+  } as RequestContext;
+  // Non-enumerable, so graphql-yoga's context merge does not call the getter (and fork) eagerly.
+  Object.defineProperty(ctx, 'em', {
+    enumerable: false,
+    get() {
+      if (!em) {
+        em = app.orm.em.fork({ clear: true, useContext: false }) as EntityManager;
+        if (resolved) em.setFilterParams('org', { orgId: resolved.orgId });
+      }
+      return em;
+    },
+  });
   ctx.services = createServices(ctx);
   return ctx;
 }

@@ -69,14 +69,20 @@ export function toConnection<Row extends Cursor, Node>(
   const more = rows.length > req.limit;
   const page = rows.slice(0, req.limit);
   if (req.backward) page.reverse();
-  const edges = page.map((row) => ({ cursor: encodeCursor(row), node: toNode(row) }));
+  // Cursors are encoded only when a client selects them.
+  const edges = page.map((row) => ({
+    get cursor() {
+      return encodeCursor(row);
+    },
+    node: toNode(row),
+  }));
   return {
     edges,
     pageInfo: {
       hasNextPage: req.backward ? req.cursor !== null : more,
       hasPreviousPage: req.backward ? more : req.cursor !== null,
-      startCursor: edges[0]?.cursor ?? null,
-      endCursor: edges[edges.length - 1]?.cursor ?? null,
+      startCursor: page.length ? encodeCursor(page[0]) : null,
+      endCursor: page.length ? encodeCursor(page[page.length - 1]) : null,
     },
     totalCount,
   };

@@ -7,6 +7,7 @@ import type { MikroORM } from '@mikro-orm/postgresql';
 import { createApp, type App } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { dropDatabase, ensureDatabase, initOrm, migrateUp } from '../../src/db/orm.js';
+import { createSqlPool } from '../../src/db/sql.js';
 import { configureLogger } from '../../src/lib/log.js';
 import { startServer } from '../../src/server.js';
 
@@ -56,7 +57,8 @@ export async function startTestApi(
   configureLogger({ level: config.logLevel, json: false });
   const orm = await initOrm({ databaseUrl: dbUrl, poolMax: 5, onQuery: opts.onQuery });
   await migrateUp(orm);
-  const app = createApp(config, orm);
+  const sql = createSqlPool(dbUrl, 5, opts.onQuery);
+  const app = createApp(config, orm, sql);
   const server = await startServer(app, { port: 0, host: '127.0.0.1' });
   return {
     url: server.url,
@@ -67,6 +69,7 @@ export async function startTestApi(
     gql: (query, variables, token) => gql(server.url, query, variables, token),
     async close() {
       await server.close();
+      await sql.close();
       await orm.close(true);
       await dropDatabase(dbUrl);
       rmSync(dataDir, { recursive: true, force: true });

@@ -5,6 +5,7 @@ import type { RequestContext } from '../../graphql/context.js';
 import { ConflictError, NotFoundError, ValidationError } from '../../lib/errors.js';
 import { keysetWhere, pageRequest, toConnection, type PageArgs } from '../../lib/pagination.js';
 import { parseInput, trimmedName } from '../../lib/validate.js';
+import { selectByIdsInOrg } from '../../db/rows.js';
 import { Organization } from '../orgs/entity.js';
 import { TrainingSession } from '../training/entity.js';
 import { ComputeProfile, PROVIDERS, STRATEGIES, type IComputeProfile, type Provider, type Strategy } from './entity.js';
@@ -79,10 +80,20 @@ export class ComputeService {
   constructor(private readonly ctx: RequestContext) {}
 
   readonly byId = new DataLoader<string, ComputeProfileRecord | null>(async (ids) => {
-    await this.ctx.requirePrincipal();
-    const rows = await this.ctx.em.find(ComputeProfile, { id: { $in: [...ids] } });
-    const map = new Map(rows.map((p) => [p.id, computeProfileRecord(p)]));
-    return ids.map((id) => map.get(id) ?? null);
+    const me = await this.ctx.requirePrincipal();
+    const rows = await selectByIdsInOrg<ComputeProfileRecord & { credentialsCiphertext?: string | null }>(
+      this.ctx.app.sql,
+      'compute_profiles',
+      me.orgId,
+      ids,
+    );
+    return ids.map((id) => {
+      const row = rows.get(id);
+      if (!row) return null;
+      // The ciphertext never leaves the service in a record.
+      const { credentialsCiphertext: _omit, ...rest } = row;
+      return { ...rest, hasCredentials: row.credentialsHint != null };
+    });
   });
 
   async get(id: string): Promise<ComputeProfileRecord | null> {

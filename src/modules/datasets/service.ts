@@ -5,6 +5,7 @@ import type { RequestContext } from '../../graphql/context.js';
 import { ConflictError } from '../../lib/errors.js';
 import { keysetWhere, pageRequest, toConnection, type PageArgs } from '../../lib/pagination.js';
 import { parseInput, trimmedName } from '../../lib/validate.js';
+import { selectByIdsInOrg } from '../../db/rows.js';
 import { MODEL_TASKS } from '../models/entity.js';
 import { Organization, User } from '../orgs/entity.js';
 import { Dataset, DatasetVersion, type IDataset, type IDatasetVersion } from './entity.js';
@@ -79,16 +80,16 @@ export class DatasetService {
   constructor(private readonly ctx: RequestContext) {}
 
   readonly byId = new DataLoader<string, DatasetRecord | null>(async (ids) => {
-    await this.ctx.requirePrincipal();
-    const rows = await this.ctx.em.find(Dataset, { id: { $in: [...ids] } });
-    const map = new Map(rows.map((d) => [d.id, datasetRecord(d)]));
+    const me = await this.ctx.requirePrincipal();
+    const map = await selectByIdsInOrg<DatasetRecord>(this.ctx.app.sql, 'datasets', me.orgId, ids);
     return ids.map((id) => map.get(id) ?? null);
   });
 
   readonly versionById = new DataLoader<string, DatasetVersionRecord | null>(async (ids) => {
-    await this.ctx.requirePrincipal();
-    const rows = await this.ctx.em.find(DatasetVersion, { id: { $in: [...ids] } });
-    const map = new Map(rows.map((v) => [v.id, datasetVersionRecord(v)]));
+    const me = await this.ctx.requirePrincipal();
+    const map = await selectByIdsInOrg<DatasetVersionRecord>(this.ctx.app.sql, 'dataset_versions', me.orgId, ids, [
+      'sizeBytes',
+    ]);
     return ids.map((id) => map.get(id) ?? null);
   });
 

@@ -5,6 +5,7 @@ import type { RequestContext } from '../../graphql/context.js';
 import { ConflictError, NotFoundError, ValidationError } from '../../lib/errors.js';
 import { keysetWhere, pageRequest, toConnection, type PageArgs } from '../../lib/pagination.js';
 import { parseInput, trimmedName } from '../../lib/validate.js';
+import { selectByIdsInOrg } from '../../db/rows.js';
 import { Organization, User } from '../orgs/entity.js';
 import { architectureProblem } from './architectures.js';
 import { MODEL_FRAMEWORKS, MODEL_TASKS, Model, ModelVersion, type IModel, type IModelVersion } from './entity.js';
@@ -76,9 +77,8 @@ export class ModelService {
 
   /** Batches every model lookup of one request into one query (org-scoped by the ORM filter). */
   readonly byId = new DataLoader<string, ModelRecord | null>(async (ids) => {
-    await this.ctx.requirePrincipal();
-    const rows = await this.ctx.em.find(Model, { id: { $in: [...ids] } });
-    const map = new Map(rows.map((m) => [m.id, modelRecord(m)]));
+    const me = await this.ctx.requirePrincipal();
+    const map = await selectByIdsInOrg<ModelRecord>(this.ctx.app.sql, 'models', me.orgId, ids);
     return ids.map((id) => map.get(id) ?? null);
   });
 

@@ -56,16 +56,42 @@ export async function signSessionToken(claims: SessionClaims, secret: Uint8Array
   return { token, expiresAt };
 }
 
+// Verifying an HS256 token costs a WebCrypto key import and HMAC per request; a token that
+// verified once verifies again until it expires, so valid tokens are remembered (per secret).
+const VERIFIED_CACHE_MAX = 10_000;
+const verifiedCache = new WeakMap<Uint8Array, Map<string, { claims: SessionClaims; expMs: number }>>();
+
 /** Returns null for any invalid, expired or foreign token: callers treat all of them alike. */
 export async function verifySessionToken(token: string, secret: Uint8Array): Promise<SessionClaims | null> {
+  let cache = verifiedCache.get(secret);
+  if (!cache) verifiedCache.set(secret, (cache = new Map()));
+  const hit = cache.get(token);
+  if (hit) {
+    if (hit.expMs > Date.now()) return hit.claims;
+    cache.delete(token);
+  }
+  const claims = await verifyUncached(token, secret);
+  if (claims) {
+    if (cache.size >= VERIFIED_CACHE_MAX) cache.delete(cache.keys().next().value!);
+    cache.set(token, claims);
+  }
+  return claims?.claims ?? null;
+}
+
+async function verifyUncached(
+  token: string,
+  secret: Uint8Array,
+): Promise<{ claims: SessionClaims; expMs: number } | null> {
   try {
     const { payload } = await jwtVerify(token, secret, {
       algorithms: ['HS256'],
       issuer: 'cvtrain',
       audience: 'cvtrain-api',
     });
-    if (typeof payload.sub !== 'string' || typeof payload.org !== 'string') return null;
-    return { userId: payload.sub, orgId: payload.org };
+    if (typeof payload.sub !== 'string' || typeof payload.org !== 'string' || typeof payload.exp !== 'number') {
+      return null;
+    }
+    return { claims: { userId: payload.sub, orgId: payload.org }, expMs: payload.exp * 1000 };
   } catch (err) {
     if (err instanceof joseErrors.JOSEError) return null;
     throw err;

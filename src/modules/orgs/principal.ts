@@ -30,11 +30,10 @@ export function bearerToken(authorization: string | null | undefined): string | 
 export async function resolvePrincipal(app: App, authorization: string | null): Promise<Principal | null> {
   const token = bearerToken(authorization);
   if (!token) return null;
-  const conn = app.orm.em.getConnection();
   const key = parseApiKey(token);
   if (key) {
-    const rows = await conn.execute<
-      { organization_id: string; role: Role; secret_hash: string; persisted_only: boolean; last_used_at: Date | null }[]
+    const rows = await app.sql.query<
+      { organization_id: string; role: Role; secret_hash: string; persisted_only: boolean; last_used_at: Date | null }
     >(
       'select organization_id, role, secret_hash, persisted_only, last_used_at from api_keys where id = ? and revoked_at is null',
       [key.keyId],
@@ -42,7 +41,7 @@ export async function resolvePrincipal(app: App, authorization: string | null): 
     const row = rows[0];
     if (!row || !apiKeySecretMatches(key.secret, row.secret_hash)) return null;
     if (!row.last_used_at || Date.now() - new Date(row.last_used_at).getTime() > LAST_USED_WRITE_INTERVAL_MS) {
-      void conn.execute('update api_keys set last_used_at = now() where id = ?', [key.keyId]).catch(() => undefined);
+      void app.sql.query('update api_keys set last_used_at = now() where id = ?', [key.keyId]).catch(() => undefined);
     }
     return {
       kind: 'apiKey',
@@ -56,7 +55,7 @@ export async function resolvePrincipal(app: App, authorization: string | null): 
   const claims = await verifySessionToken(token, app.config.jwtSecret);
   if (!claims) return null;
   // The role is read fresh each time, so a removed member or a changed role takes effect at once.
-  const rows = await conn.execute<{ role: Role }[]>(
+  const rows = await app.sql.query<{ role: Role }>(
     'select role from memberships where organization_id = ? and user_id = ?',
     [claims.orgId, claims.userId],
   );

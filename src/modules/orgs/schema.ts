@@ -96,11 +96,7 @@ ViewerRef.implement({
     apiKey: t.field({
       type: ApiKeyRef,
       nullable: true,
-      resolve: async (v, _a, ctx) => {
-        if (!v.principal.apiKeyId) return null;
-        const keys = await ctx.services.orgs.apiKeys().catch(() => []);
-        return keys.find((k) => k.id === v.principal.apiKeyId) ?? null;
-      },
+      resolve: (_v, _a, ctx) => ctx.services.orgs.currentApiKey(),
     }),
     organization: t.field({
       type: OrganizationRef,

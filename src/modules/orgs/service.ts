@@ -209,7 +209,7 @@ export class OrgService {
     const me = await this.ctx.requireRole('ADMIN', 'Removing members');
     return this.em.transactional(async (tx) => {
       const m = await tx.findOne(Membership, { user: userId }, { lockMode: 4 /* PESSIMISTIC_WRITE */ });
-      if (!m) throw new NotFoundError('Member', userId);
+      if (!m) throw new NotFoundError('User', userId);
       if (m.role === 'OWNER') {
         if (me.role !== 'OWNER') throw new ForbiddenError('Only an OWNER can remove an OWNER');
         const owners = await tx.count(Membership, { role: 'OWNER' });
@@ -225,6 +225,14 @@ export class OrgService {
       tx.remove(m);
       return record;
     });
+  }
+
+  /** The key the caller authenticated with: any key may see itself, whatever its role. */
+  async currentApiKey(): Promise<ApiKeyRecord | null> {
+    const principal = await this.ctx.principal();
+    if (!principal?.apiKeyId) return null;
+    const key = await this.em.findOne(ApiKey, { id: principal.apiKeyId });
+    return key ? apiKeyRecord(key) : null;
   }
 
   async apiKeys(): Promise<ApiKeyRecord[]> {

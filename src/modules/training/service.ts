@@ -166,8 +166,8 @@ export interface SessionFilter {
 export class TrainingService {
   constructor(private readonly ctx: RequestContext) {}
 
-  private get conn() {
-    return this.ctx.em.getConnection();
+  private get sql() {
+    return this.ctx.app.sql;
   }
 
   /*
@@ -178,9 +178,9 @@ export class TrainingService {
    */
   readonly byId = new DataLoader<string, TrainingSessionRecord | null>(async (ids) => {
     const me = await this.ctx.requirePrincipal();
-    const rows = await this.conn.execute<SessionRow[]>(
-      `select ${SESSION_COLUMNS} from training_sessions where organization_id = ? and id in (${ids.map(() => '?').join(',')})`,
-      [me.orgId, ...ids],
+    const rows = await this.sql.query<SessionRow>(
+      `select ${SESSION_COLUMNS} from training_sessions where organization_id = ? and id = any(?::uuid[])`,
+      [me.orgId, ids],
     );
     const map = new Map(rows.map((r) => [r.id, sessionFromRow(r)]));
     return ids.map((id) => map.get(id) ?? null);
@@ -188,13 +188,13 @@ export class TrainingService {
 
   readonly latestEpoch = new DataLoader<string, EpochMetricRecord | null>(async (sessionIds) => {
     const me = await this.ctx.requirePrincipal();
-    const rows = await this.conn.execute<
-      { id: string; session_id: string; epoch: number; metrics: Record<string, unknown>; created_at: Date }[]
+    const rows = await this.sql.query<
+      { id: string; session_id: string; epoch: number; metrics: Record<string, unknown>; created_at: Date }
     >(
       `select distinct on (session_id) id, session_id, epoch, metrics, created_at from epoch_metrics
-       where organization_id = ? and session_id in (${sessionIds.map(() => '?').join(',')})
+       where organization_id = ? and session_id = any(?::uuid[])
        order by session_id, epoch desc`,
-      [me.orgId, ...sessionIds],
+      [me.orgId, sessionIds],
     );
     const map = new Map(
       rows.map((r) => [
@@ -231,7 +231,7 @@ export class TrainingService {
       params.push(req.cursor.createdAt, req.cursor.id);
     }
     const dir = req.backward ? 'asc' : 'desc';
-    const rows = await this.conn.execute<SessionRow[]>(
+    const rows = await this.sql.query<SessionRow>(
       `select ${SESSION_COLUMNS} from training_sessions where ${where.join(' and ')}
        order by created_at ${dir}, id ${dir} limit ?`,
       [...params, req.limit + 1],
@@ -240,7 +240,7 @@ export class TrainingService {
     // Prime byId so a node(id:) in the same request does not read the row again.
     for (const r of records) this.byId.prime(r.id, r);
     return toConnection(req, records, (r) => r, async () => {
-      const [row] = await this.conn.execute<{ n: string }[]>(
+      const [row] = await this.sql.query<{ n: string }>(
         `select count(*) as n from training_sessions where ${countWhere}`,
         countParams,
       );
@@ -259,8 +259,8 @@ export class TrainingService {
       afterEpoch = Number(Buffer.from(args.after, 'base64url').toString('utf8').replace(/^epoch:/, ''));
       if (!Number.isInteger(afterEpoch)) throw new ValidationError('after', 'is not a cursor from this connection');
     }
-    const rows = await this.conn.execute<
-      { id: string; session_id: string; epoch: number; metrics: Record<string, unknown>; created_at: Date }[]
+    const rows = await this.sql.query<
+      { id: string; session_id: string; epoch: number; metrics: Record<string, unknown>; created_at: Date }
     >(
       `select id, session_id, epoch, metrics, created_at from epoch_metrics
        where organization_id = ? and session_id = ? and epoch > ? order by epoch asc limit ?`,
@@ -283,7 +283,7 @@ export class TrainingService {
         endCursor: page.length ? cursor(page[page.length - 1].epoch) : null,
       },
       totalCount: async () => {
-        const [row] = await this.conn.execute<{ n: string }[]>(
+        const [row] = await this.sql.query<{ n: string }>(
           'select count(*) as n from epoch_metrics where organization_id = ? and session_id = ?',
           [me.orgId, sessionId],
         );

@@ -1,0 +1,45 @@
+// A plain pg pool for the hot raw reads (session lists and batch loaders). Going through the
+// ORM's knex layer cost more per query than the query itself on this path.
+import type { MikroORM } from '@mikro-orm/postgresql';
+import pg from 'pg';
+
+export interface Sql {
+  /** `?` placeholders, like the rest of the code base's raw SQL. */
+  query<T = Record<string, unknown>>(text: string, params?: readonly unknown[]): Promise<T[]>;
+  close(): Promise<void>;
+}
+
+const converted = new Map<string, string>();
+function toNumbered(text: string): string {
+  let out = converted.get(text);
+  if (out === undefined) {
+    let n = 0;
+    out = text.replace(/\?/g, () => `$${++n}`);
+    if (converted.size > 5000) converted.clear();
+    converted.set(text, out);
+  }
+  return out;
+}
+
+export function createSqlPool(url: string, max: number, onQuery?: (sql: string) => void): Sql {
+  const pool = new pg.Pool({ connectionString: url, max });
+  // An idle client that errors (server restart) must not crash the process; the pool replaces it.
+  pool.on('error', () => undefined);
+  return {
+    async query<T>(text: string, params: readonly unknown[] = []) {
+      onQuery?.(text);
+      const res = await pool.query(toNumbered(text), params as unknown[]);
+      return res.rows as T[];
+    },
+    close: () => pool.end(),
+  };
+}
+
+/** For the embedded database (one session): share the ORM's single connection instead. */
+export function sqlThroughOrm(orm: MikroORM): Sql {
+  return {
+    query: <T>(text: string, params: readonly unknown[] = []) =>
+      orm.em.getConnection().execute<T[]>(text, params as unknown[]) as Promise<T[]>,
+    close: async () => undefined,
+  };
+}
