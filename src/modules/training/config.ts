@@ -31,7 +31,7 @@ export const trainingConfigInput = z
     earlyStoppingPatience: int(1, 1000).nullish(),
     amp: z.enum(AMP_MODES).nullish(),
     exportFormats: z.array(z.enum(EXPORT_FORMATS)).max(1).nullish(),
-    maxStepsPerEpoch: int(1, 1_000_000).nullish(),
+    maxBatchesPerEpoch: int(1, 1_000_000).nullish(),
   })
   .superRefine((c, ctx) => {
     if (c.checkpointEvery != null && c.checkpointEvery > c.epochs) {
@@ -64,7 +64,7 @@ export interface StoredTrainingConfig {
   early_stopping_patience: number | null;
   amp: 'auto' | 'off' | 'bf16' | 'fp16';
   export: string[];
-  max_steps_per_epoch: number | null;
+  max_batches_per_epoch: number | null;
 }
 
 export function normalizeTrainingConfig(raw: unknown, model: ModelRecord): StoredTrainingConfig {
@@ -93,6 +93,6 @@ export function normalizeTrainingConfig(raw: unknown, model: ModelRecord): Store
     early_stopping_patience: c.earlyStoppingPatience ?? null,
     amp: (c.amp ?? 'AUTO').toLowerCase() as StoredTrainingConfig['amp'],
     export: (c.exportFormats ?? ['ONNX']).map((f) => f.toLowerCase()),
-    max_steps_per_epoch: c.maxStepsPerEpoch ?? null,
+    max_batches_per_epoch: c.maxBatchesPerEpoch ?? null,
   };
 }

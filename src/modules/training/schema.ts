@@ -151,7 +151,7 @@ const TrainingConfigInput = builder.inputType('TrainingConfigInput', {
     earlyStoppingPatience: t.int({ required: false }),
     amp: t.field({ type: AmpModeEnum, required: false }),
     exportFormats: t.field({ type: [ExportFormatEnum], required: false }),
-    maxStepsPerEpoch: t.int({ required: false, description: 'Caps batches per epoch (quick trials).' }),
+    maxBatchesPerEpoch: t.int({ required: false, description: 'Caps batches per epoch (quick trials).' }),
   }),
 });
 
