@@ -1,6 +1,7 @@
 // A plain pg pool for the hot raw reads (session lists and batch loaders). Going through the
 // ORM's knex layer cost more per query than the query itself on this path.
 import type { MikroORM } from '@mikro-orm/postgresql';
+import { createHash } from 'node:crypto';
 import pg from 'pg';
 
 export interface Sql {
@@ -9,14 +10,17 @@ export interface Sql {
   close(): Promise<void>;
 }
 
-const converted = new Map<string, string>();
-function toNumbered(text: string): string {
-  let out = converted.get(text);
+// Each distinct statement becomes a named prepared statement: PostgreSQL parses and plans it
+// once per connection instead of on every call (these reads run on every dashboard poll).
+const prepared = new Map<string, { name: string; text: string }>();
+function preparedFor(text: string): { name: string; text: string } {
+  let out = prepared.get(text);
   if (out === undefined) {
     let n = 0;
-    out = text.replace(/\?/g, () => `$${++n}`);
-    if (converted.size > 5000) converted.clear();
-    converted.set(text, out);
+    const numbered = text.replace(/\?/g, () => `$${++n}`);
+    out = { name: `cvt_${createHash('sha1').update(numbered).digest('hex').slice(0, 16)}`, text: numbered };
+    if (prepared.size > 5000) prepared.clear();
+    prepared.set(text, out);
   }
   return out;
 }
@@ -28,7 +32,8 @@ export function createSqlPool(url: string, max: number, onQuery?: (sql: string) 
   return {
     async query<T>(text: string, params: readonly unknown[] = []) {
       onQuery?.(text);
-      const res = await pool.query(toNumbered(text), params as unknown[]);
+      const { name, text: numbered } = preparedFor(text);
+      const res = await pool.query({ name, text: numbered, values: params as unknown[] });
       return res.rows as T[];
     },
     close: () => pool.end(),
