@@ -10,6 +10,7 @@ export const TORCHVISION_ARCHITECTURES: Record<ModelTask, readonly string[]> = {
     'fasterrcnn_resnet50_fpn',
     'fcos_resnet50_fpn',
     'retinanet_resnet50_fpn',
+    'ssd300_vgg16',
   ],
   CLASSIFICATION: [
     'resnet18',
