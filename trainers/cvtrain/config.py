@@ -155,7 +155,8 @@ FIELDS: dict[str, dict[str, Any]] = {
     "channels_last": {
         "enum": ["auto", True, False],
         "default": "auto",
-        "description": "channels-last memory format; auto: on for CUDA with mixed precision, off otherwise.",
+        "description": "channels-last memory format; auto: on for classifiers on CUDA with mixed precision, off otherwise "
+        "(torchvision detectors re-batch their inputs in NCHW, so detection gains little).",
     },
     "compile": {"type": "boolean", "default": False, "description": "Wrap the model in torch.compile (torch >= 2.0; ignored with a warning otherwise)."},
     "max_corrupt_fraction": {

@@ -136,10 +136,10 @@ def _pin_batch(path: str, batch: int) -> str:
 def _run_opencv(path: str, feeds: dict[str, np.ndarray], outputs: list[str]) -> tuple[list[np.ndarray], str]:
     import cv2
 
-    try:  # its importer logs every unsupported node to stderr; the reason is in the exception
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    except AttributeError:
-        pass
+    # Its importer logs every unsupported node to stderr; the reason is in the exception.
+    # 0 is LOG_LEVEL_SILENT (the constant is not exported by every build).
+    if hasattr(cv2, "setLogLevel"):
+        cv2.setLogLevel(0)
 
     (x,) = feeds.values()
     try:

@@ -155,3 +155,11 @@ def test_cli_unreadable_config(tmp_path):
     assert proc.returncode == 2 and "'--config'" in proc.stderr
     proc = cli("train", "--config", tmp_path / "missing.json")
     assert proc.returncode == 2 and "file not found" in proc.stderr
+
+
+def test_readme_documents_every_key():
+    from conftest import REPO
+
+    readme = (REPO / "trainers" / "README.md").read_text()
+    missing = [k for k in FIELDS if f"| `{k}` |" not in readme]
+    assert not missing, f"trainers/README.md lacks rows for {missing}"
