@@ -53,6 +53,9 @@ def _raw_session(path: str) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .stopping import install_early_handlers
+
+    install_early_handlers()
     try:
         target = _events_target(args.events)
     except ConfigError as exc:

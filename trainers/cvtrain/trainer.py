@@ -37,6 +37,7 @@ from .datasets.formats import SplitIndex, read_splits
 from .datasets.loading import EpochBatchSampler, make_loader, resolve_num_workers
 from .errors import ConfigError, CvtrainError, DatasetError, TrainingDiverged
 from .events import EventEmitter
+from .stopping import pending_signal
 
 CHECKPOINT_FORMAT = "cvtrain-checkpoint"
 WEIGHTS_FORMAT = "cvtrain-weights"
@@ -586,6 +587,10 @@ class BaseTrainer:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._old_handlers[sig] = signal.getsignal(sig)
             signal.signal(sig, handler)
+        early = pending_signal()
+        if early and self.stop_requested is None:
+            self.stop_requested = early
+            print(f"cvtrain: {early} received during start-up; stopping at the first step boundary", file=sys.stderr, flush=True)
 
     def _restore_signal_handlers(self) -> None:
         for sig, old in self._old_handlers.items():

@@ -141,3 +141,63 @@ def test_cli_rejects_a_closed_descriptor(datasets, tmp_path):
     cfg = write_config(tmp_path / "run.json", **tiny_config(datasets, tmp_path / "out", "torchvision", architecture="resnet18"))
     proc = cli("train", "--config", cfg, "--events", "fd:97")
     assert proc.returncode == 2 and "'--events'" in proc.stderr
+
+
+def test_train_over_fd3_like_the_gpu_node(datasets, tmp_path, check_events):
+    """gpu-node passes a pipe as descriptor 3 and reads events from it."""
+    import subprocess
+
+    cfg = write_config(tmp_path / "run.json", **tiny_config(datasets, tmp_path / "out", "tiny_plugin:TinyCNNTrainer", epochs=1, export=[]))
+    read_fd, write_fd = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", f"import os, sys; os.dup2({write_fd}, 3); os.execv(sys.executable, [sys.executable, '-m', 'cvtrain', 'train', '--config', {str(cfg)!r}, '--events', 'fd:3'])"],
+        env=plugin_env(),
+        pass_fds=(write_fd,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    os.close(write_fd)
+    with os.fdopen(read_fd, encoding="utf-8") as fh:
+        lines = fh.readlines()
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()[-2000:]
+    events = check_events([json.loads(line) for line in lines])
+    assert events[0]["type"] == "started" and events[-1]["type"] == "completed"
+    assert not (tmp_path / "out" / "events.jsonl").exists(), "with fd:3 no events file is written"
+
+
+def sigterm_is_caught(pid):
+    with open(f"/proc/{pid}/status") as fh:
+        caught = next(int(line.split()[1], 16) for line in fh if line.startswith("SigCgt:"))
+    return bool(caught & (1 << (15 - 1)))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc to see when the handler is installed")
+def test_sigterm_during_start_up_still_stops_cleanly(datasets, tmp_path, check_events):
+    """A stop request while torch is still importing must not kill the run without an
+    event: it stops at the first step boundary with a resumable checkpoint."""
+    import subprocess
+    import time
+
+    events_path = tmp_path / "ev.jsonl"
+    cfg = write_config(tmp_path / "run.json", **tiny_config(datasets, tmp_path / "out", "tiny_plugin:TinyCNNTrainer", epochs=1, export=[]))
+    env = dict(plugin_env(), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cvtrain", "train", "--config", cfg, "--events", events_path],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not sigterm_is_caught(proc.pid):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.005)
+    proc.terminate()
+    assert proc.wait(timeout=60) == 0, proc.stderr.read()[-2000:]
+    assert "received during start-up" in proc.stderr.read()
+    events = check_events(read_events(events_path))
+    assert [e["type"] for e in events] == ["started", "checkpoint", "stopped"]
+    assert (events[-1]["epoch"], events[-1]["step"]) == (0, 0)
+    resume = write_config(tmp_path / "resume.json", **tiny_config(datasets, tmp_path / "out", "tiny_plugin:TinyCNNTrainer", epochs=1, export=[], resume_from="last"))
+    assert cli("train", "--config", resume, "--events", events_path, env=plugin_env()).returncode == 0
+    assert read_events(events_path)[-1]["type"] == "completed"
