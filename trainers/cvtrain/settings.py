@@ -45,11 +45,12 @@ COLOR_JITTER = 0.25
 # Boxes narrower or shorter than this (pixels, after augmentation) are dropped: torchvision
 # detectors assert on degenerate boxes.
 MIN_BOX_SIDE = 1.0
-# Batches each DataLoader worker prepares ahead. 4 keeps a fast GPU fed through JPEG
-# decode jitter without holding much memory (uint8 batches are small).
+# Batches each DataLoader worker prepares ahead: slack for uneven decode times (big or
+# crowded images) at little memory cost, since batches are uint8.
 PREFETCH_FACTOR = 4
-# `num_workers: "auto"` uses this many workers at most: JPEG decode of 224-640 px images
-# saturates an H200 at roughly 8-12 workers; more only costs memory.
+# `num_workers: "auto"` uses this many workers at most. Estimate, to be checked with
+# bench/gpu_bench.py: a worker decodes and augments a 224-320 px JPEG in ~1-2 ms, so a dozen
+# outrun one GPU on these models, and every extra worker costs memory and start-up time.
 AUTO_MAX_WORKERS = 12
 # Image file extensions the readers accept (lower case).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -62,8 +63,8 @@ DETECTION_SCORE_THRESH = 0.05
 DETECTIONS_PER_IMAGE = 100
 
 # --- ONNX export ---------------------------------------------------------------------------
-# Opset 13 is the newest every runtime we verify with handles (OpenCV 4.6 dnn, onnxruntime),
-# and torchvision detection graphs export with it.
+# Opset 13: OpenCV 4.6's importer and onnxruntime both run it, and torchvision's detection
+# graphs export with it on torch 1.13 and 2.x.
 ONNX_OPSET = 13
 # An export is "verified" when the runtime's outputs match torch within this tolerance,
 # relative to the largest reference magnitude (floor 1): float32 reorderings stay far below.
