@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import traceback
-from typing import Any, Sequence
+from typing import Sequence
 
 from . import settings
 from .config import FIELDS, FORMATS, TrainingConfig, run_config_schema

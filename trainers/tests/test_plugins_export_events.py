@@ -1,7 +1,6 @@
 """Custom trainers (import path and entry point), the export command, the event sink."""
 
 import json
-import math
 import os
 import re
 import sys
