@@ -17,6 +17,10 @@ from PIL import Image, ImageEnhance
 
 from .. import settings
 
+# Pillow >= 9.1 names these in enums; the module-level aliases are not in every version.
+BILINEAR = getattr(Image, "Resampling", Image).BILINEAR
+FLIP_LEFT_RIGHT = getattr(Image, "Transpose", Image).FLIP_LEFT_RIGHT
+
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, index])
@@ -73,7 +77,7 @@ def letterbox_detection(
     if augment and rng is not None:
         scale *= float(rng.uniform(*settings.SCALE_JITTER))
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    resized = img.resize((nw, nh), Image.BILINEAR)
+    resized = img.resize((nw, nh), BILINEAR)
     if augment and rng is not None:
         # Random placement: positive offsets pad, negative ones crop.
         ox = int(rng.integers(min(0, side - nw), max(0, side - nw) + 1))
@@ -90,7 +94,7 @@ def letterbox_detection(
     keep = ((out[:, 2] - out[:, 0]) >= settings.MIN_BOX_SIDE) & ((out[:, 3] - out[:, 1]) >= settings.MIN_BOX_SIDE)
     if augment and rng is not None:
         if rng.random() < settings.HFLIP_PROB:
-            canvas = canvas.transpose(Image.FLIP_LEFT_RIGHT)
+            canvas = canvas.transpose(FLIP_LEFT_RIGHT)
             x1 = side - out[:, 2]
             x2 = side - out[:, 0]
             out[:, 0], out[:, 2] = x1, x2
@@ -108,13 +112,13 @@ def resize_classification(img: Image.Image, side: int, rng: np.random.Generator 
             cw, ch = max(1, round(w / zoom)), max(1, round(h / zoom))
             x = int(rng.integers(0, w - cw + 1))
             y = int(rng.integers(0, h - ch + 1))
-            img = img.crop((x, y, x + cw, y + ch)).resize((side, side), Image.BILINEAR)
+            img = img.crop((x, y, x + cw, y + ch)).resize((side, side), BILINEAR)
         else:
             inner = max(1, round(side * zoom))
-            small = img.resize((inner, inner), Image.BILINEAR)
+            small = img.resize((inner, inner), BILINEAR)
             img = Image.new("RGB", (side, side), (settings.PAD_VALUE,) * 3)
             img.paste(small, (int(rng.integers(0, side - inner + 1)), int(rng.integers(0, side - inner + 1))))
         if rng.random() < settings.HFLIP_PROB:
-            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+            img = img.transpose(FLIP_LEFT_RIGHT)
         return color_jitter(img, rng, settings.COLOR_JITTER)
-    return img.resize((side, side), Image.BILINEAR)
+    return img.resize((side, side), BILINEAR)
