@@ -330,8 +330,9 @@ describe('nothing leaks', () => {
     expect(responses.length).toBeGreaterThan(30);
     expect(output).toMatch(/DEBUG/);
     expect(output).toMatch(/GraphQL API listening/);
-    // Some of the failures above are logged as errors; the check below covers those lines too.
-    expect(output).toMatch(/ERROR/);
+    // Every failure above is an expected, typed one: an ERROR line would mean an unexpected error
+    // (earlier, a compute-profile bug logged some; the leak check below covers any such line).
+    expect(output).not.toMatch(/ERROR/);
   });
 
   it('no response body contains a secret (the API key only in the one response that creates it)', () => {

@@ -36,6 +36,9 @@ export function ormConfig(opts: OrmOptions): Options {
     // secrets embed it and credentials are encrypted with it as associated data.
     processOnCreateHooksEarly: true,
     allowGlobalContext: false,
+    // Flush only when a service says so: an automatic flush before a query would write half-made
+    // changes of a mutation that is about to fail validation.
+    flushMode: 'commit',
     debug: opts.onQuery ? ['query'] : false,
     logger: opts.onQuery ? (message: string) => opts.onQuery!(message) : () => undefined,
     migrations: {

@@ -34,6 +34,8 @@ export function testSecrets() {
   return {
     CVTRAIN_SECRET_KEYS: `test1:${randomBytes(32).toString('base64')}`,
     CVTRAIN_JWT_SECRET: randomBytes(32).toString('base64url'),
+    CVTRAIN_NODE_TOKEN: randomBytes(24).toString('base64url'),
+    CVTRAIN_STORAGE_SECRET: randomBytes(32).toString('base64url'),
   };
 }
 

@@ -16,6 +16,8 @@ export const providerConfigSchemas = {
     gpus: z.number().int().min(1).max(16).default(1),
     gpuType: z.string().min(1).max(64).optional().describe('Only nodes whose GPU name contains this'),
     allowWaiting: z.boolean().default(true).describe('Queue when every GPU is busy instead of failing over'),
+    maxRetries: z.number().int().min(0).max(10).default(0).describe('Times a crashed trainer is started again'),
+    timeoutMinutes: z.number().int().min(1).max(60 * 24 * 14).optional().describe('Job time limit'),
     pricePerGpuHourUsd: pricePerHour,
   }),
   SAGEMAKER: z.strictObject({

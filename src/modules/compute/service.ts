@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { UniqueConstraintViolationException } from '@mikro-orm/core';
 import DataLoader from 'dataloader';
 import { z } from 'zod';
@@ -119,22 +120,26 @@ export class ComputeService {
   async create(input: unknown): Promise<ComputeProfileRecord> {
     const me = await this.ctx.requireRole('ADMIN', 'Creating compute profiles');
     const data = parseInput(createInput, input);
+    // Everything is checked before an entity exists, so a refused request writes nothing.
     const config = parseInput(providerConfigSchemas[data.provider], data.config ?? {}, 'input.config');
+    const credentials = this.checkedCredentials(data.provider, data.credentials, true);
+    const id = randomUUID();
+    const fallbacks = await this.checkedFallbacks(id, data.fallbackProfileIds ?? []);
     const em = this.ctx.em;
     const profile = em.create(ComputeProfile, {
+      id,
       organization: em.getReference(Organization, me.orgId),
       name: data.name,
       provider: data.provider,
       strategy: data.strategy,
       config,
-      fallbackProfileIds: [],
+      fallbackProfileIds: fallbacks,
       maxConcurrentJobs: data.maxConcurrentJobs ?? null,
       maxCostPerSessionUsd: data.maxCostPerSessionUsd ?? null,
       isDefault: false,
     });
-    this.setCredentials(profile, me.orgId, data.provider, data.credentials, true);
-    profile.fallbackProfileIds = await this.checkedFallbacks(profile.id, data.fallbackProfileIds ?? []);
-    await this.save(profile, data.isDefault ?? false, data.name);
+    if (credentials) this.sealCredentials(profile, me.orgId, data.provider, credentials);
+    await this.save(profile, me.orgId, data.isDefault ?? false, data.name);
     return computeProfileRecord(profile);
   }
 
@@ -143,20 +148,20 @@ export class ComputeService {
     const data = parseInput(updateInput, input);
     const profile = await this.ctx.em.findOne(ComputeProfile, { id });
     if (!profile) throw new NotFoundError('ComputeProfile', id);
+    const config =
+      data.config != null ? parseInput(providerConfigSchemas[profile.provider], data.config, 'input.config') : null;
+    const credentials =
+      data.credentials !== undefined ? this.checkedCredentials(profile.provider, data.credentials, false) : null;
+    const fallbacks = data.fallbackProfileIds != null ? await this.checkedFallbacks(id, data.fallbackProfileIds) : null;
+    // Valid: only now does the entity change.
     if (data.name != null) profile.name = data.name;
     if (data.strategy != null) profile.strategy = data.strategy;
-    if (data.config != null) {
-      profile.config = parseInput(providerConfigSchemas[profile.provider], data.config, 'input.config');
-    }
-    if (data.credentials !== undefined) {
-      this.setCredentials(profile, me.orgId, profile.provider, data.credentials, false);
-    }
-    if (data.fallbackProfileIds != null) {
-      profile.fallbackProfileIds = await this.checkedFallbacks(profile.id, data.fallbackProfileIds);
-    }
+    if (config) profile.config = config;
+    if (credentials) this.sealCredentials(profile, me.orgId, profile.provider, credentials);
+    if (fallbacks) profile.fallbackProfileIds = fallbacks;
     if (data.maxConcurrentJobs !== undefined) profile.maxConcurrentJobs = data.maxConcurrentJobs;
     if (data.maxCostPerSessionUsd !== undefined) profile.maxCostPerSessionUsd = data.maxCostPerSessionUsd;
-    await this.save(profile, data.isDefault ?? null, profile.name);
+    await this.save(profile, me.orgId, data.isDefault ?? null, profile.name);
     return computeProfileRecord(profile);
   }
 
@@ -194,25 +199,27 @@ export class ComputeService {
     return JSON.parse(this.ctx.app.secretBox.decrypt(profile.credentialsCiphertext, aad(me.orgId, profile.id)));
   }
 
-  private setCredentials(
-    profile: IComputeProfile,
-    orgId: string,
+  /** Parses credentials for a provider; null when there is nothing to store. */
+  private checkedCredentials(
     provider: Provider,
     credentials: Record<string, unknown> | null | undefined,
     creating: boolean,
-  ) {
+  ): Record<string, unknown> | null {
     const schema = providerCredentialSchemas[provider];
     if (credentials == null) {
       if (creating && schema) throw new ValidationError('input.credentials', `${provider} profiles need credentials`);
       if (!creating && credentials === null && schema) {
         throw new ValidationError('input.credentials', `${provider} profiles cannot drop their credentials`);
       }
-      return;
+      return null;
     }
     if (!schema) throw new ValidationError('input.credentials', `${provider} profiles take no credentials`);
-    const parsed = parseInput(schema, credentials, 'input.credentials') as Record<string, unknown>;
-    profile.credentialsCiphertext = this.ctx.app.secretBox.encrypt(JSON.stringify(parsed), aad(orgId, profile.id));
-    profile.credentialsHint = credentialsHint(provider, parsed);
+    return parseInput(schema, credentials, 'input.credentials') as Record<string, unknown>;
+  }
+
+  private sealCredentials(profile: IComputeProfile, orgId: string, provider: Provider, credentials: Record<string, unknown>) {
+    profile.credentialsCiphertext = this.ctx.app.secretBox.encrypt(JSON.stringify(credentials), aad(orgId, profile.id));
+    profile.credentialsHint = credentialsHint(provider, credentials);
   }
 
   /** Fallbacks must be other profiles of this organization, listed once, with no cycle back here. */
@@ -240,10 +247,13 @@ export class ComputeService {
     return ids;
   }
 
-  private async save(profile: IComputeProfile, isDefault: boolean | null, name: string) {
+  private async save(profile: IComputeProfile, orgId: string, isDefault: boolean | null, name: string) {
     const em = this.ctx.em;
     try {
       await em.transactional(async (tx) => {
+        // One writer per organization at a time: two requests both making "their" profile the
+        // default would otherwise race on the one-default index.
+        await tx.getConnection().execute('select pg_advisory_xact_lock(hashtext(?))', [`compute_profiles:${orgId}`], 'all', tx.getTransactionContext());
         if (isDefault === true && !profile.isDefault) {
           // Clear the old default first: the partial unique index allows one default per organization.
           await tx.nativeUpdate(ComputeProfile, { isDefault: true, id: { $ne: profile.id } }, { isDefault: false });

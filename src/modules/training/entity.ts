@@ -55,6 +55,17 @@ export const TrainingSession = defineEntity({
     attempts: p.json<SessionAttempt[]>(),
     currentEpoch: p.integer().default(0),
     totalEpochs: p.integer(),
+    // Share of all training batches done, from the trainer's throttled progress events.
+    progressFraction: p.double().default(0),
+    // Each time the session is handed to a provider again (resume, retry) the attempt grows; the
+    // attempt is the fence that keeps a stale duplicate job from running or writing events.
+    attempt: p.integer().default(0),
+    retriesUsed: p.integer().default(0),
+    // The last ingested event of the current attempt: replays at or below it are dropped.
+    lastEventSeq: p.integer().default(0),
+    nodeId: p.string().length(128).nullable(),
+    lastCheckpointKey: p.string().length(1024).nullable(),
+    cancelRequestedAt: p.datetime().nullable(),
     errorMessage: p.text().nullable(),
     errorExitCode: p.integer().nullable(),
     errorStderrTail: p.text().nullable(),
