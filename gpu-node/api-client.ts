@@ -1,0 +1,172 @@
+// The node HTTP API of PROTOCOL.md §2. Network errors, timeouts and 5xx are retried with
+// backoff (an API restart must not fail a training job); the answers the protocol defines
+// (401, 404 unknown_node, 409) come back typed, and nothing else is retried.
+import { setTimeout as delay } from 'node:timers/promises';
+import type { Gpu } from './gpus.js';
+import { API_REQUEST_TIMEOUT_MS, API_RETRY_ATTEMPTS, API_RETRY_BASE_MS, API_RETRY_MAX_MS } from './config.js';
+
+/** Any answer the node cannot work with; `status` is null when no HTTP answer came at all. */
+export class NodeApiError extends Error {
+  constructor(
+    message: string,
+    public readonly status: number | null,
+    public readonly code: string | null,
+  ) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+/** 401: the token is missing or wrong. Retrying cannot help; the operator must fix the config. */
+export class NodeUnauthorizedError extends NodeApiError {}
+/** The API did not answer (or answered 5xx) through every retry. */
+export class NodeApiUnavailableError extends NodeApiError {}
+
+export interface RegisterAnswer {
+  heartbeatIntervalMs: number;
+  offlineAfterMs: number;
+}
+export interface ClaimGrant {
+  dataset: { url: string; sha256: string; format: 'yolo' | 'coco' | 'image_folder'; sizeBytes: number; filename: string };
+  resume: { url: string; sha256: string } | null;
+}
+export type Conflict = { ok: false; conflict: string; message: string };
+export type ClaimResult = { ok: true; grant: ClaimGrant } | Conflict;
+export interface UploadGrant {
+  url: string;
+  key: string;
+  expiresAt: string;
+}
+export type UploadGrantResult = { ok: true; grant: UploadGrant } | Conflict;
+export type HeartbeatResult = { ok: true } | { ok: false; unknownNode: true };
+
+export interface NodeApiClientOptions {
+  apiUrl: string;
+  token: string;
+  attempts?: number;
+  baseDelayMs?: number;
+  maxDelayMs?: number;
+  timeoutMs?: number;
+}
+
+type Answer = { status: number; body: any };
+
+export class NodeApiClient {
+  private readonly attempts: number;
+  private readonly baseDelayMs: number;
+  private readonly maxDelayMs: number;
+  private readonly timeoutMs: number;
+
+  constructor(private readonly opts: NodeApiClientOptions) {
+    this.attempts = opts.attempts ?? API_RETRY_ATTEMPTS;
+    this.baseDelayMs = opts.baseDelayMs ?? API_RETRY_BASE_MS;
+    this.maxDelayMs = opts.maxDelayMs ?? API_RETRY_MAX_MS;
+    this.timeoutMs = opts.timeoutMs ?? API_REQUEST_TIMEOUT_MS;
+  }
+
+  /** Absolute URL for a path or a URL the API handed out (local storage may answer with a path). */
+  resolve(urlOrPath: string): string {
+    return new URL(urlOrPath, this.opts.apiUrl + '/').toString();
+  }
+
+  async register(body: { nodeId: string; host: string; version: string; slots: number; gpus: Gpu[] }, signal?: AbortSignal): Promise<RegisterAnswer> {
+    const a = await this.post('/node/v1/register', body, [], signal);
+    const interval = Number(a.body?.heartbeatIntervalMs);
+    const offline = Number(a.body?.offlineAfterMs);
+    if (!(interval > 0)) throw new NodeApiError('register answer has no heartbeatIntervalMs', a.status, null);
+    return { heartbeatIntervalMs: interval, offlineAfterMs: offline > 0 ? offline : interval * 3 };
+  }
+
+  async heartbeat(
+    body: { nodeId: string; status: 'ONLINE' | 'DRAINING'; gpus: Gpu[]; runningSessionIds: string[] },
+    signal?: AbortSignal,
+  ): Promise<HeartbeatResult> {
+    // One try: the next beat comes soon, and a stale beat retried late says nothing useful.
+    const a = await this.post('/node/v1/heartbeat', body, [404], signal, 1);
+    if (a.status === 404) return { ok: false, unknownNode: true };
+    return { ok: true };
+  }
+
+  async claim(sessionId: string, body: { nodeId: string; attempt: number; jobId: string }, signal?: AbortSignal): Promise<ClaimResult> {
+    const a = await this.post(`/node/v1/sessions/${encodeURIComponent(sessionId)}/claim`, body, [409], signal);
+    if (a.status === 409) return conflict(a);
+    const grant = a.body as ClaimGrant;
+    if (!grant?.dataset?.url || !/^[0-9a-f]{64}$/.test(grant.dataset.sha256 ?? '')) {
+      throw new NodeApiError('claim answer has no dataset url and sha256', a.status, null);
+    }
+    return { ok: true, grant: { dataset: grant.dataset, resume: grant.resume ?? null } };
+  }
+
+  async requestUpload(
+    sessionId: string,
+    body: { nodeId: string; attempt: number; kind: 'checkpoint' | 'artifact'; name: string; sizeBytes: number; sha256: string },
+    signal?: AbortSignal,
+  ): Promise<UploadGrantResult> {
+    const a = await this.post(`/node/v1/sessions/${encodeURIComponent(sessionId)}/uploads`, body, [409], signal);
+    if (a.status === 409) return conflict(a);
+    const grant = a.body as UploadGrant;
+    if (!grant?.url || !grant?.key) throw new NodeApiError('upload answer has no url and key', a.status, null);
+    return { ok: true, grant };
+  }
+
+  async released(sessionId: string, body: { nodeId: string; attempt: number }, signal?: AbortSignal): Promise<{ ok: true } | Conflict> {
+    const a = await this.post(`/node/v1/sessions/${encodeURIComponent(sessionId)}/released`, body, [409], signal);
+    if (a.status === 409) return conflict(a);
+    return { ok: true };
+  }
+
+  /**
+   * POST with retries. `expected` lists the non-2xx statuses that are answers, not failures.
+   * 401 throws NodeUnauthorizedError at once; other 4xx throw NodeApiError at once.
+   */
+  private async post(path: string, body: unknown, expected: number[], signal?: AbortSignal, attempts = this.attempts): Promise<Answer> {
+    let lastProblem = '';
+    for (let attempt = 1; attempt <= attempts; attempt++) {
+      signal?.throwIfAborted();
+      let answer: Answer | null = null;
+      try {
+        const res = await fetch(this.opts.apiUrl + path, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${this.opts.token}`, 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+          signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(this.timeoutMs)]) : AbortSignal.timeout(this.timeoutMs),
+        });
+        const text = await res.text();
+        let parsed: any = null;
+        try {
+          parsed = text ? JSON.parse(text) : null;
+        } catch {
+          parsed = { message: text.slice(0, 200) };
+        }
+        answer = { status: res.status, body: parsed };
+      } catch (err) {
+        if (signal?.aborted) throw err;
+        lastProblem = (err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message;
+      }
+      if (answer) {
+        const { status, body: b } = answer;
+        if (status >= 200 && status < 300) return answer;
+        if (expected.includes(status)) return answer;
+        const code = typeof b?.error === 'string' ? b.error : null;
+        const message = typeof b?.message === 'string' ? b.message : `HTTP ${status}`;
+        if (status === 401) {
+          throw new NodeUnauthorizedError(`the API refused the node token (401) on ${path}: check CVTRAIN_NODE_TOKEN`, status, code);
+        }
+        if (status < 500 && status !== 429) throw new NodeApiError(`${path}: ${status} ${code ?? ''} ${message}`.trim(), status, code);
+        lastProblem = `HTTP ${status}: ${message}`;
+      }
+      if (attempt < attempts) {
+        const wait = Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2);
+        await delay(wait, undefined, { signal });
+      }
+    }
+    throw new NodeApiUnavailableError(`${path}: no usable answer after ${attempts} tries (${lastProblem})`, null, null);
+  }
+}
+
+function conflict(a: Answer): Conflict {
+  return {
+    ok: false,
+    conflict: typeof a.body?.error === 'string' ? a.body.error : 'conflict',
+    message: typeof a.body?.message === 'string' ? a.body.message : 'conflict',
+  };
+}
