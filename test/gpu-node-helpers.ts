@@ -1,7 +1,8 @@
 // Shared pieces of the gpu-node tests: tiny datasets and run configs, a private redis-server,
 // a logger that records, and polling.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -124,4 +125,127 @@ export function recordingLogger(lines: RecordedLine[] = [], component = 'gpu-nod
     return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error'), child: (sub) => make(`${c}:${sub}`) };
   };
   return Object.assign(make(component), { lines });
+}
+
+// ---------------------------------------------------------------- a stateful fake of the node API
+
+export interface FakeSession {
+  id: string;
+  attempt: number;
+  status: 'QUEUED' | 'RUNNING' | 'CANCELLED' | 'RELEASED';
+  datasetSha256: string;
+  claimedBy: string | null;
+  resume: { key: string } | null;
+}
+
+/**
+ * PROTOCOL.md §2 as a small in-memory server: sessions with an attempt fence, presigned-style
+ * URLs for datasets and uploads, and a record of every call, so tests can assert what a node
+ * said. It plays the API, not a mock of one: wrong tokens get 401, stale attempts 409.
+ */
+export class FakeNodeApi {
+  readonly token = 'fake-node-token';
+  url = '';
+  readonly sessions = new Map<string, FakeSession>();
+  readonly files = new Map<string, Buffer>();
+  readonly stored = new Map<string, { sha256: string; sizeBytes: number; body: Buffer }>();
+  readonly calls: { path: string; body: any; status: number }[] = [];
+  readonly nodes = new Set<string>();
+  /** GETs of each file (datasets, resume checkpoints). */
+  readonly downloads = new Map<string, number>();
+  heartbeatIntervalMs = 200;
+  private server: import('node:http').Server | null = null;
+  private uploadSeq = 0;
+
+  async start(): Promise<this> {
+    const http = await import('node:http');
+    this.server = http.createServer((req, res) => void this.handle(req, res));
+    await new Promise<void>((r) => this.server!.listen(0, '127.0.0.1', r));
+    this.url = `http://127.0.0.1:${(this.server!.address() as import('node:net').AddressInfo).port}`;
+    return this;
+  }
+
+  async close(): Promise<void> {
+    this.server?.closeAllConnections();
+    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+  }
+
+  addFile(name: string, body: Buffer): string {
+    this.files.set(name, body);
+    return createHash('sha256').update(body).digest('hex');
+  }
+
+  addSession(id: string, attempt: number, datasetSha256: string): FakeSession {
+    const s: FakeSession = { id, attempt, status: 'QUEUED', datasetSha256, claimedBy: null, resume: null };
+    this.sessions.set(id, s);
+    return s;
+  }
+
+  callsTo(suffix: string): { path: string; body: any; status: number }[] {
+    return this.calls.filter((c) => c.path.endsWith(suffix));
+  }
+
+  private async handle(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const raw = Buffer.concat(chunks);
+    const url = new URL(req.url!, this.url);
+    const send = (status: number, body: unknown) => {
+      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    };
+    if (req.method === 'GET' && url.pathname.startsWith('/files/')) {
+      const name = decodeURIComponent(url.pathname.slice('/files/'.length));
+      this.downloads.set(name, (this.downloads.get(name) ?? 0) + 1);
+      const body = name.startsWith('stored:') ? this.stored.get(name.slice('stored:'.length))?.body : this.files.get(name);
+      if (!body) return void res.writeHead(404).end();
+      return void res.writeHead(200, { 'content-length': body.length }).end(body);
+    }
+    if (req.method === 'PUT' && url.pathname.startsWith('/put/')) {
+      const key = decodeURIComponent(url.pathname.slice('/put/'.length));
+      this.stored.set(key, { sha256: createHash('sha256').update(raw).digest('hex'), sizeBytes: raw.length, body: raw });
+      return void res.writeHead(200).end();
+    }
+    const body = raw.length ? JSON.parse(raw.toString()) : null;
+    const record = (status: number, answer: unknown) => {
+      this.calls.push({ path: url.pathname, body, status });
+      send(status, answer);
+    };
+    if (req.headers.authorization !== `Bearer ${this.token}`) return record(401, { error: 'unauthorized', message: 'bad node token' });
+    if (url.pathname === '/node/v1/register') {
+      this.nodes.add(body.nodeId);
+      return record(200, { heartbeatIntervalMs: this.heartbeatIntervalMs, offlineAfterMs: this.heartbeatIntervalMs * 5 });
+    }
+    if (url.pathname === '/node/v1/heartbeat') {
+      if (!this.nodes.has(body.nodeId)) return record(404, { error: 'unknown_node', message: 'register first' });
+      return record(200, { ok: true });
+    }
+    const m = /^\/node\/v1\/sessions\/([^/]+)\/(claim|uploads|released)$/.exec(url.pathname);
+    const session = m ? this.sessions.get(decodeURIComponent(m[1])) : undefined;
+    if (!m) return record(404, { error: 'not_found', message: 'no such route' });
+    if (!session || body.attempt !== session.attempt) return record(409, { error: 'stale_attempt', message: 'not the current attempt' });
+    if (m[2] === 'claim') {
+      if (session.status !== 'QUEUED') return record(409, { error: 'not_runnable', message: `session is ${session.status}` });
+      session.status = 'RUNNING';
+      session.claimedBy = body.nodeId;
+      const dataset = this.files.get(session.datasetSha256)!;
+      const resume = session.resume ? this.stored.get(session.resume.key)! : null;
+      return record(200, {
+        dataset: { url: `/files/${session.datasetSha256}`, sha256: session.datasetSha256, format: 'image_folder', sizeBytes: dataset.length, filename: 'shapes.zip' },
+        resume: resume ? { url: `/files/${encodeURIComponent('stored:' + session.resume!.key)}`, sha256: resume.sha256 } : null,
+      });
+    }
+    if (session.status !== 'RUNNING' || session.claimedBy !== body.nodeId) return record(409, { error: 'not_runnable', message: `session is ${session.status}` });
+    if (m[2] === 'uploads') {
+      const key = `orgs/o/sessions/${session.id}/${session.attempt}/${++this.uploadSeq}-${body.name}`;
+      return record(200, { url: `${this.url}/put/${encodeURIComponent(key)}`, key, expiresAt: new Date(Date.now() + 3600_000).toISOString() });
+    }
+    session.status = 'RELEASED';
+    return record(200, { ok: true });
+  }
+}
+
+/** A zip of a generated dataset, as a user would upload it (one top-level folder). */
+export function zipDataset(datasetDir: string, out: string): Buffer {
+  execFileSync('zip', ['-qr', out, path.basename(datasetDir)], { cwd: path.dirname(datasetDir) });
+  return readFileSync(out);
 }
