@@ -39,6 +39,12 @@ export interface UploadGrant {
 export type UploadGrantResult = { ok: true; grant: UploadGrant } | Conflict;
 export type HeartbeatResult = { ok: true } | { ok: false; unknownNode: true };
 
+export interface CallOptions {
+  signal?: AbortSignal;
+  /** Tries before NodeApiUnavailableError (network errors, timeouts, 5xx, 429). */
+  attempts?: number;
+}
+
 export interface NodeApiClientOptions {
   apiUrl: string;
   token: string;
@@ -68,8 +74,8 @@ export class NodeApiClient {
     return new URL(urlOrPath, this.opts.apiUrl + '/').toString();
   }
 
-  async register(body: { nodeId: string; host: string; version: string; slots: number; gpus: Gpu[] }, signal?: AbortSignal): Promise<RegisterAnswer> {
-    const a = await this.post('/node/v1/register', body, [], signal);
+  async register(body: { nodeId: string; host: string; version: string; slots: number; gpus: Gpu[] }, opts: CallOptions = {}): Promise<RegisterAnswer> {
+    const a = await this.post('/node/v1/register', body, [], opts.signal, opts.attempts);
     const interval = Number(a.body?.heartbeatIntervalMs);
     const offline = Number(a.body?.offlineAfterMs);
     if (!(interval > 0)) throw new NodeApiError('register answer has no heartbeatIntervalMs', a.status, null);
@@ -78,16 +84,16 @@ export class NodeApiClient {
 
   async heartbeat(
     body: { nodeId: string; status: 'ONLINE' | 'DRAINING'; gpus: Gpu[]; runningSessionIds: string[] },
-    signal?: AbortSignal,
+    opts: CallOptions = {},
   ): Promise<HeartbeatResult> {
-    // One try: the next beat comes soon, and a stale beat retried late says nothing useful.
-    const a = await this.post('/node/v1/heartbeat', body, [404], signal, 1);
+    // One try by default: the next beat comes soon, and a stale beat retried late says nothing.
+    const a = await this.post('/node/v1/heartbeat', body, [404], opts.signal, opts.attempts ?? 1);
     if (a.status === 404) return { ok: false, unknownNode: true };
     return { ok: true };
   }
 
-  async claim(sessionId: string, body: { nodeId: string; attempt: number; jobId: string }, signal?: AbortSignal): Promise<ClaimResult> {
-    const a = await this.post(`/node/v1/sessions/${encodeURIComponent(sessionId)}/claim`, body, [409], signal);
+  async claim(sessionId: string, body: { nodeId: string; attempt: number; jobId: string }, opts: CallOptions = {}): Promise<ClaimResult> {
+    const a = await this.post(`/node/v1/sessions/${encodeURIComponent(sessionId)}/claim`, body, [409], opts.signal, opts.attempts);
     if (a.status === 409) return conflict(a);
     const grant = a.body as ClaimGrant;
     if (!grant?.dataset?.url || !/^[0-9a-f]{64}$/.test(grant.dataset.sha256 ?? '')) {
@@ -99,17 +105,17 @@ export class NodeApiClient {
   async requestUpload(
     sessionId: string,
     body: { nodeId: string; attempt: number; kind: 'checkpoint' | 'artifact'; name: string; sizeBytes: number; sha256: string },
-    signal?: AbortSignal,
+    opts: CallOptions = {},
   ): Promise<UploadGrantResult> {
-    const a = await this.post(`/node/v1/sessions/${encodeURIComponent(sessionId)}/uploads`, body, [409], signal);
+    const a = await this.post(`/node/v1/sessions/${encodeURIComponent(sessionId)}/uploads`, body, [409], opts.signal, opts.attempts);
     if (a.status === 409) return conflict(a);
     const grant = a.body as UploadGrant;
     if (!grant?.url || !grant?.key) throw new NodeApiError('upload answer has no url and key', a.status, null);
     return { ok: true, grant };
   }
 
-  async released(sessionId: string, body: { nodeId: string; attempt: number }, signal?: AbortSignal): Promise<{ ok: true } | Conflict> {
-    const a = await this.post(`/node/v1/sessions/${encodeURIComponent(sessionId)}/released`, body, [409], signal);
+  async released(sessionId: string, body: { nodeId: string; attempt: number }, opts: CallOptions = {}): Promise<{ ok: true } | Conflict> {
+    const a = await this.post(`/node/v1/sessions/${encodeURIComponent(sessionId)}/released`, body, [409], opts.signal, opts.attempts);
     if (a.status === 409) return conflict(a);
     return { ok: true };
   }
@@ -118,7 +124,7 @@ export class NodeApiClient {
    * POST with retries. `expected` lists the non-2xx statuses that are answers, not failures.
    * 401 throws NodeUnauthorizedError at once; other 4xx throw NodeApiError at once.
    */
-  private async post(path: string, body: unknown, expected: number[], signal?: AbortSignal, attempts = this.attempts): Promise<Answer> {
+  private async post(path: string, body: unknown, expected: number[], signal?: AbortSignal, attempts: number = this.attempts): Promise<Answer> {
     let lastProblem = '';
     for (let attempt = 1; attempt <= attempts; attempt++) {
       signal?.throwIfAborted();

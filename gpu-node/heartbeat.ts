@@ -60,7 +60,8 @@ export class Heartbeat {
             slots: this.opts.slots,
             gpus: await this.opts.gpus(),
           },
-          this.abort.signal,
+          // One try per round: this loop does the backing off, and says so in the log each time.
+          { signal: this.abort.signal, attempts: 1 },
         );
         this.answer = answer;
         this.opts.logger.info('registered with the API', { nodeId: this.opts.nodeId, heartbeatIntervalMs: answer.heartbeatIntervalMs });
@@ -92,7 +93,7 @@ export class Heartbeat {
             gpus: await this.opts.gpus(),
             runningSessionIds: this.opts.runningSessionIds(),
           },
-          this.abort.signal,
+          { signal: this.abort.signal },
         );
         this.beats++;
         if (!r.ok) {

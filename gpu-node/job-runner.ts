@@ -188,7 +188,7 @@ export class JobRunner {
         return await this.deps.api.claim(
           this.sessionId,
           { nodeId: this.deps.config.nodeId, attempt: this.attempt, jobId: this.jobId },
-          this.prepare.signal,
+          { signal: this.prepare.signal },
         );
       } catch (err) {
         if (this.prepare.signal.aborted) return { ok: false, conflict: 'aborted', message: 'stopped before the claim' };
