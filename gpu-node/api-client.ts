@@ -25,19 +25,29 @@ export interface RegisterAnswer {
   heartbeatIntervalMs: number;
   offlineAfterMs: number;
 }
+/** Headers a presigned request must carry exactly as given (e.g. Azure's x-ms-blob-type). */
+export type PresignedHeaders = Record<string, string>;
+
 export interface ClaimGrant {
-  dataset: { url: string; sha256: string; format: 'yolo' | 'coco' | 'image_folder'; sizeBytes: number; filename: string };
-  resume: { url: string; sha256: string } | null;
+  dataset: { url: string; headers: PresignedHeaders; sha256: string; format: 'yolo' | 'coco' | 'image_folder'; sizeBytes: number; filename: string };
+  resume: { url: string; headers: PresignedHeaders; sha256: string } | null;
 }
 export type Conflict = { ok: false; conflict: string; message: string };
 export type ClaimResult = { ok: true; grant: ClaimGrant } | Conflict;
 export interface UploadGrant {
   url: string;
+  headers: PresignedHeaders;
   key: string;
   expiresAt: string;
 }
 export type UploadGrantResult = { ok: true; grant: UploadGrant } | Conflict;
-export type HeartbeatResult = { ok: true } | { ok: false; unknownNode: true };
+/**
+ * `cancel`: cancellations the node may have missed on pub/sub; `stop`: running sessions that were
+ * queued again elsewhere while this node was presumed lost (stop them, do not give them back).
+ */
+export type HeartbeatResult =
+  | { ok: true; cancel: { sessionId: string; attempt: number }[]; stop: string[] }
+  | { ok: false; unknownNode: true };
 
 export interface CallOptions {
   signal?: AbortSignal;
@@ -89,7 +99,14 @@ export class NodeApiClient {
     // One try by default: the next beat comes soon, and a stale beat retried late says nothing.
     const a = await this.post('/node/v1/heartbeat', body, [404], opts.signal, opts.attempts ?? 1);
     if (a.status === 404) return { ok: false, unknownNode: true };
-    return { ok: true };
+    const cancel = Array.isArray(a.body?.cancel)
+      ? (a.body.cancel as unknown[]).filter(
+          (c): c is { sessionId: string; attempt: number } =>
+            typeof (c as any)?.sessionId === 'string' && Number.isInteger((c as any)?.attempt),
+        ).map((c) => ({ sessionId: c.sessionId, attempt: c.attempt }))
+      : [];
+    const stop = Array.isArray(a.body?.stop) ? (a.body.stop as unknown[]).filter((x): x is string => typeof x === 'string') : [];
+    return { ok: true, cancel, stop };
   }
 
   async claim(sessionId: string, body: { nodeId: string; attempt: number; jobId: string }, opts: CallOptions = {}): Promise<ClaimResult> {
@@ -99,7 +116,13 @@ export class NodeApiClient {
     if (!grant?.dataset?.url || !/^[0-9a-f]{64}$/.test(grant.dataset.sha256 ?? '')) {
       throw new NodeApiError('claim answer has no dataset url and sha256', a.status, null);
     }
-    return { ok: true, grant: { dataset: grant.dataset, resume: grant.resume ?? null } };
+    return {
+      ok: true,
+      grant: {
+        dataset: { ...grant.dataset, headers: headersOf(grant.dataset.headers) },
+        resume: grant.resume ? { ...grant.resume, headers: headersOf(grant.resume.headers) } : null,
+      },
+    };
   }
 
   async requestUpload(
@@ -111,7 +134,7 @@ export class NodeApiClient {
     if (a.status === 409) return conflict(a);
     const grant = a.body as UploadGrant;
     if (!grant?.url || !grant?.key) throw new NodeApiError('upload answer has no url and key', a.status, null);
-    return { ok: true, grant };
+    return { ok: true, grant: { ...grant, headers: headersOf(grant.headers) } };
   }
 
   async released(sessionId: string, body: { nodeId: string; attempt: number }, opts: CallOptions = {}): Promise<{ ok: true } | Conflict> {
@@ -167,6 +190,14 @@ export class NodeApiClient {
     }
     throw new NodeApiUnavailableError(`${path}: no usable answer after ${attempts} tries (${lastProblem})`, null, null);
   }
+}
+
+function headersOf(h: unknown): PresignedHeaders {
+  const out: PresignedHeaders = {};
+  if (h && typeof h === 'object') {
+    for (const [k, v] of Object.entries(h)) if (typeof v === 'string') out[k] = v;
+  }
+  return out;
 }
 
 function conflict(a: Answer): Conflict {

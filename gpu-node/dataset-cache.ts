@@ -35,6 +35,8 @@ export interface DatasetSource {
   sha256: string;
   /** Presigned GET URL (absolute). */
   url: string;
+  /** Headers the presigned GET must carry. */
+  headers?: Record<string, string>;
   format: string;
   filename?: string;
 }
@@ -216,6 +218,7 @@ export class DatasetCache {
     try {
       const { sizeBytes } = await downloadVerified(source.url, archive, source.sha256, {
         signal,
+        headers: source.headers,
         what: `dataset ${source.filename ?? source.sha256.slice(0, 12)}`,
       });
       const limit = Math.max(sizeBytes * (this.opts.maxExtractRatio ?? MAX_EXTRACT_RATIO), 64 * 1024 * 1024);

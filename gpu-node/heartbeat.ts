@@ -16,6 +16,8 @@ export interface HeartbeatOptions {
   gpus: () => Promise<Gpu[]>;
   runningSessionIds: () => string[];
   status: () => 'ONLINE' | 'DRAINING';
+  /** What an accepted beat asks of the node (PROTOCOL.md §2). */
+  onAnswer?: (answer: { cancel: { sessionId: string; attempt: number }[]; stop: string[] }) => void;
 }
 
 export class Heartbeat {
@@ -96,7 +98,9 @@ export class Heartbeat {
           { signal: this.abort.signal },
         );
         this.beats++;
-        if (!r.ok) {
+        if (r.ok) {
+          if (r.cancel.length > 0 || r.stop.length > 0) this.opts.onAnswer?.({ cancel: r.cancel, stop: r.stop });
+        } else {
           this.opts.logger.warn('the API does not know this node (404); registering again');
           const answer = await this.register();
           this.schedule(answer.heartbeatIntervalMs);

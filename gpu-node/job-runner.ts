@@ -99,9 +99,22 @@ export class JobRunner {
     if (this.payload.resume) this.latestCheckpoint = { key: this.payload.resume.checkpointKey, epoch: -1, step: -1 };
   }
 
+  /** Why the runner was asked to stop, if it was. */
+  get stopping(): 'cancel' | 'shutdown' | 'stale' | null {
+    return this.stopReason;
+  }
+
   /** A `cancel` for this session and attempt: stop the trainer (or do not start it). */
   cancel(): void {
     this.requestStop('cancel');
+  }
+
+  /**
+   * The API queued this session again elsewhere (this node was presumed lost): stop the trainer
+   * and send nothing more; the attempt is no longer ours to give back.
+   */
+  stopStale(): void {
+    this.requestStop('stale');
   }
 
   /** The node is shutting down: stop the trainer at a checkpoint and hand the session back. */
@@ -140,6 +153,7 @@ export class JobRunner {
             {
               sha256: claim.grant.dataset.sha256,
               url: this.deps.api.resolve(claim.grant.dataset.url),
+              headers: claim.grant.dataset.headers,
               format: claim.grant.dataset.format,
               filename: claim.grant.dataset.filename,
             },
@@ -216,6 +230,7 @@ export class JobRunner {
 
   private async endBeforeStart(): Promise<JobEnd> {
     if (this.stopReason === 'shutdown') return this.giveBack(null);
+    if (this.stopReason === 'stale') return { kind: 'stale', trainer: null };
     this.log.info('job cancelled before the trainer started', { session: this.sessionId, attempt: this.attempt });
     return { kind: 'cancelled_before_start' };
   }
@@ -233,12 +248,16 @@ export class JobRunner {
     }
   }
 
-  private async fetchResume(resume: { url: string; sha256: string }): Promise<string> {
+  private async fetchResume(resume: { url: string; headers: Record<string, string>; sha256: string }): Promise<string> {
     const dir = path.join(this.workDir!, 'resume');
     mkdirSync(dir, { recursive: true });
     const file = path.join(dir, 'checkpoint.pt');
     await this.withDownloadRetries(() =>
-      downloadVerified(this.deps.api.resolve(resume.url), file, resume.sha256, { signal: this.prepare.signal, what: 'resume checkpoint' }),
+      downloadVerified(this.deps.api.resolve(resume.url), file, resume.sha256, {
+        signal: this.prepare.signal,
+        headers: resume.headers,
+        what: 'resume checkpoint',
+      }),
     );
     return file;
   }
@@ -341,7 +360,7 @@ export class JobRunner {
           this.requestStop('stale');
           return null;
         }
-        await putFile(this.deps.api.resolve(grant.grant.url), file);
+        await putFile(this.deps.api.resolve(grant.grant.url), file, { headers: grant.grant.headers });
         return { key: grant.grant.key, sha256: actual.sha256, sizeBytes: actual.sizeBytes };
       } catch (err) {
         lastError = (err as Error).message;

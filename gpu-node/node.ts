@@ -96,6 +96,15 @@ export async function startGpuNode(config: NodeConfig, opts: StartOptions = {}):
     return q.ok ? q.gpus : discovered;
   };
 
+  const cancel = (sessionId: string, attempt: number) => {
+    for (const r of running()) {
+      if (r.sessionId === sessionId && r.attempt === attempt && r.stopping === null) {
+        log.info('cancel received: stopping the trainer', { session: sessionId, attempt });
+        r.cancel();
+      }
+    }
+  };
+
   const heartbeat = new Heartbeat({
     api,
     nodeId: config.nodeId,
@@ -105,6 +114,17 @@ export async function startGpuNode(config: NodeConfig, opts: StartOptions = {}):
     gpus: gpuStats,
     runningSessionIds: () => running().map((r) => r.sessionId),
     status: () => (draining || shuttingDown ? 'DRAINING' : 'ONLINE'),
+    // The beat repeats cancellations (a pub/sub message may have been missed) and names sessions
+    // that were queued again elsewhere while this node was presumed lost.
+    onAnswer: (answer) => {
+      for (const c of answer.cancel) cancel(c.sessionId, c.attempt);
+      for (const r of running()) {
+        if (answer.stop.includes(r.sessionId) && r.stopping === null) {
+          log.warn('the API queued this session elsewhere: stopping its trainer without giving it back', { session: r.sessionId, attempt: r.attempt });
+          r.stopStale();
+        }
+      }
+    },
   });
 
   const drain = () => {
@@ -120,14 +140,7 @@ export async function startGpuNode(config: NodeConfig, opts: StartOptions = {}):
     prefix: config.redisPrefix,
     nodeId: config.nodeId,
     logger: log.child('control'),
-    onCancel: (sessionId, attempt) => {
-      for (const r of running()) {
-        if (r.sessionId === sessionId && r.attempt === attempt) {
-          log.info('cancel received: stopping the trainer', { session: sessionId, attempt });
-          r.cancel();
-        }
-      }
-    },
+    onCancel: cancel,
     onDrain: drain,
   });
 

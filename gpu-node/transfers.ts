@@ -38,12 +38,12 @@ export async function downloadVerified(
   url: string,
   dest: string,
   expectedSha256: string,
-  opts: { signal?: AbortSignal; what?: string } = {},
+  opts: { signal?: AbortSignal; what?: string; headers?: Record<string, string> } = {},
 ): Promise<{ sizeBytes: number }> {
   const what = opts.what ?? 'download';
   let res: Response;
   try {
-    res = await fetch(url, { signal: opts.signal });
+    res = await fetch(url, { signal: opts.signal, headers: opts.headers });
   } catch (err) {
     if (opts.signal?.aborted) throw err;
     const cause = (err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message;
@@ -90,8 +90,11 @@ export async function hashFile(file: string): Promise<{ sha256: string; sizeByte
   return { sha256: hash.digest('hex'), sizeBytes: size };
 }
 
-/** PUTs a file to a presigned URL, streamed. */
-export async function putFile(url: string, file: string, opts: { signal?: AbortSignal } = {}): Promise<void> {
+/**
+ * PUTs a file to a presigned URL, streamed, with the headers the API handed out exactly as given
+ * (a signed Content-Type must match; Azure needs x-ms-blob-type) plus Content-Length.
+ */
+export async function putFile(url: string, file: string, opts: { signal?: AbortSignal; headers?: Record<string, string> } = {}): Promise<void> {
   const size = statSync(file).size;
   const target = new URL(url);
   const mod = target.protocol === 'https:' ? https : http;
@@ -100,7 +103,7 @@ export async function putFile(url: string, file: string, opts: { signal?: AbortS
       target,
       {
         method: 'PUT',
-        headers: { 'content-length': String(size), 'content-type': 'application/octet-stream' },
+        headers: { ...opts.headers, 'content-length': String(size) },
         signal: opts.signal,
       },
       (res) => {

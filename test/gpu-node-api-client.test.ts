@@ -29,8 +29,8 @@ afterAll(() => new Promise<void>((r) => server.close(() => r())));
 const client = () => new NodeApiClient({ apiUrl: url, token: 'tok', attempts: 4, baseDelayMs: 10, maxDelayMs: 20 });
 const claimBody = { nodeId: 'n', attempt: 2, jobId: '7' };
 const grant = {
-  dataset: { url: '/files/x', sha256: 'a'.repeat(64), format: 'yolo', sizeBytes: 10, filename: 'x.zip' },
-  resume: null,
+  dataset: { url: '/files/x', headers: { 'x-ms-blob-type': 'BlockBlob' }, sha256: 'a'.repeat(64), format: 'yolo', sizeBytes: 10, filename: 'x.zip' },
+  resume: { url: '/files/c', headers: {}, sha256: 'b'.repeat(64) },
 };
 
 describe('node API client', () => {
@@ -41,9 +41,9 @@ describe('node API client', () => {
   });
 
   it('claim: 409 is a typed refusal, not an error, and is not retried', async () => {
-    script.set('/node/v1/sessions/s2/claim', [{ status: 409, body: { error: 'not_runnable', message: 'session is CANCELLED' } }]);
+    script.set('/node/v1/sessions/s2/claim', [{ status: 409, body: { error: 'stale_attempt', message: 'session is CANCELLED' } }]);
     const before = seen.length;
-    expect(await client().claim('s2', claimBody)).toEqual({ ok: false, conflict: 'not_runnable', message: 'session is CANCELLED' });
+    expect(await client().claim('s2', claimBody)).toEqual({ ok: false, conflict: 'stale_attempt', message: 'session is CANCELLED' });
     expect(seen.length - before).toBe(1);
   });
 
@@ -79,7 +79,18 @@ describe('node API client', () => {
     expect((bad as NodeApiError).code).toBe('bad_request');
   });
 
-  it('heartbeat: 404 unknown_node is a typed answer; register reads the intervals', async () => {
+  it('a grant without headers gets empty headers; non-string header values are dropped', async () => {
+    const bare = { dataset: { ...grant.dataset, headers: { ok: 'yes', bad: 1 } }, resume: { url: '/c', sha256: 'b'.repeat(64) } };
+    script.set('/node/v1/sessions/s6/claim', [{ status: 200, body: bare }]);
+    const r = await client().claim('s6', claimBody);
+    expect(r).toEqual({ ok: true, grant: { dataset: { ...grant.dataset, headers: { ok: 'yes' } }, resume: { url: '/c', headers: {}, sha256: 'b'.repeat(64) } } });
+  });
+
+  it('heartbeat: cancellations and stops from the answer; 404 unknown_node is a typed answer; register reads the intervals', async () => {
+    script.set('/node/v1/heartbeat', [{ status: 200, body: { ok: true, cancel: [{ sessionId: 's', attempt: 2 }, { sessionId: 3 }], stop: ['t', 4] } }, { status: 200, body: { ok: true } }]);
+    const beat = { nodeId: 'n', status: 'ONLINE' as const, gpus: [], runningSessionIds: ['s', 't'] };
+    expect(await client().heartbeat(beat)).toEqual({ ok: true, cancel: [{ sessionId: 's', attempt: 2 }], stop: ['t'] });
+    expect(await client().heartbeat(beat)).toEqual({ ok: true, cancel: [], stop: [] });
     script.set('/node/v1/heartbeat', [{ status: 404, body: { error: 'unknown_node', message: 'register' } }]);
     expect(await client().heartbeat({ nodeId: 'n', status: 'ONLINE', gpus: [], runningSessionIds: [] })).toEqual({ ok: false, unknownNode: true });
     script.set('/node/v1/register', [{ status: 200, body: { heartbeatIntervalMs: 2000, offlineAfterMs: 6000 } }]);

@@ -93,6 +93,7 @@ function expectContiguous(envs: Envelope[]) {
 }
 
 describe('gpu-node daemon', () => {
+
   it('registers, heartbeats, and runs two jobs at once: one completes with its uploads, one is cancelled', async () => {
     expect(api.callsTo('/register')[0].body).toMatchObject({ nodeId: 'node-daemon-test', slots: 2, gpus: [] });
 
@@ -108,6 +109,8 @@ describe('gpu-node daemon', () => {
     expect(node.runningSessionIds().sort()).toEqual([done, cancelled].sort());
     await waitFor(() => api.callsTo('/heartbeat').some((c) => c.body.runningSessionIds.includes(cancelled)), 5000, 'a heartbeat naming the session');
     await redis.publish(`${PREFIX}node-control`, JSON.stringify({ type: 'cancel', sessionId: cancelled, attempt: 1 }));
+    // The same cancel repeated by heartbeat answers (as after a missed message) changes nothing.
+    api.pendingCancels.push({ sessionId: cancelled, attempt: 1 });
 
     const doneEnvs = await waitFor(async () => {
       const envs = await envelopes(done);
@@ -118,6 +121,7 @@ describe('gpu-node daemon', () => {
       return envs.some((e) => e.event.type === 'stopped') ? envs : null;
     }, 25_000, 'the stopped event');
 
+    api.pendingCancels.length = 0;
     // The claim carried the job's attempt and bee-queue id.
     expect(api.callsTo(`/sessions/${done}/claim`)).toEqual([{ path: `/node/v1/sessions/${done}/claim`, body: { nodeId: 'node-daemon-test', attempt: 1, jobId: doneJob }, status: 200 }]);
 
@@ -194,6 +198,39 @@ describe('gpu-node daemon', () => {
     expect(envs.map((e) => `${e.source}:${e.event.type}`)).toEqual(['trainer:failed', 'node:crashed']);
     expect(envs[1].event).toMatchObject({ type: 'crashed', exitCode: 2, signal: null, lastEventType: 'failed', stderrTail: expect.stringMatching(/no_such_net/) });
   });
+
+  it('time limit: stopped at a checkpoint, then timed_out; a session the heartbeat says to stop: stopped, not given back', async () => {
+    const timed = randomUUID();
+    const moved = randomUUID();
+    api.addSession(timed, 1, datasetSha);
+    api.addSession(moved, 1, datasetSha);
+    const p = payload(timed, 1, tinyConfig({ epochs: 500 }));
+    p.requirements.timeoutSeconds = 2;
+    await enqueue(p);
+    const movedJob = await enqueue(payload(moved, 1, tinyConfig({ epochs: 500 })));
+
+    // The API re-queued `moved` elsewhere while it thought this node lost; the next beat says so.
+    await waitFor(async () => (await envelopes(moved)).some((e) => e.event.type === 'epoch'), 25_000, 'an epoch of the moved session');
+    api.stopSessions.add(moved);
+
+    const timedEnvs = await waitFor(async () => {
+      const e = await envelopes(timed);
+      return e.some((x) => x.source === 'node') ? e : null;
+    }, 25_000, 'the timed_out event');
+    expectContiguous(timedEnvs);
+    expect(timedEnvs.at(-2)!.event).toMatchObject({ type: 'stopped', reason: 'signal:SIGTERM' });
+    expect(timedEnvs.at(-1)).toMatchObject({ source: 'node', event: { type: 'timed_out', afterSeconds: expect.any(Number), stderrTail: expect.any(String) } });
+    expect((timedEnvs.at(-1)!.event as { afterSeconds: number }).afterSeconds).toBeGreaterThanOrEqual(2);
+
+    await waitFor(() => node.workers.some((w) => w.ended.some((e) => e.jobId === movedJob)), 25_000, 'the moved job to end');
+    api.stopSessions.delete(moved);
+    const movedEnvs = await envelopes(moved);
+    expectContiguous(movedEnvs);
+    expect(movedEnvs.at(-1)!.event.type).toBe('stopped');
+    expect(movedEnvs.some((e) => e.source === 'node')).toBe(false);
+    expect(api.callsTo(`/sessions/${moved}/released`)).toEqual([]);
+    expect(node.workers.flatMap((w) => w.ended).find((e) => e.jobId === movedJob)!.end).toMatchObject({ kind: 'stale' });
+  }, 60_000);
 
   it('a heartbeat answered 404 makes the node register again', async () => {
     const before = api.callsTo('/register').length;

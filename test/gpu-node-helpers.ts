@@ -151,9 +151,16 @@ export class FakeNodeApi {
   readonly stored = new Map<string, { sha256: string; sizeBytes: number; body: Buffer }>();
   readonly calls: { path: string; body: any; status: number }[] = [];
   readonly nodes = new Set<string>();
+  /** Milliseconds to wait before answering a GET of these files (slow downloads). */
+  readonly slowFiles = new Map<string, number>();
   /** GETs of each file (datasets, resume checkpoints). */
   readonly downloads = new Map<string, number>();
   heartbeatIntervalMs = 200;
+  /** Heartbeat answers repeat these (PROTOCOL.md §2). */
+  readonly pendingCancels: { sessionId: string; attempt: number }[] = [];
+  readonly stopSessions = new Set<string>();
+  /** Presigned requests must carry this header, as S3/Azure signed headers must. */
+  readonly signedHeader = { 'x-fake-signature': 'ok' };
   private server: import('node:http').Server | null = null;
   private uploadSeq = 0;
 
@@ -193,14 +200,19 @@ export class FakeNodeApi {
     const send = (status: number, body: unknown) => {
       res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
     };
+    const signed = req.headers['x-fake-signature'] === 'ok';
     if (req.method === 'GET' && url.pathname.startsWith('/files/')) {
+      if (!signed) return void res.writeHead(403).end('missing signed header');
       const name = decodeURIComponent(url.pathname.slice('/files/'.length));
       this.downloads.set(name, (this.downloads.get(name) ?? 0) + 1);
+      const slow = this.slowFiles.get(name);
+      if (slow) await new Promise((r) => setTimeout(r, slow));
       const body = name.startsWith('stored:') ? this.stored.get(name.slice('stored:'.length))?.body : this.files.get(name);
       if (!body) return void res.writeHead(404).end();
       return void res.writeHead(200, { 'content-length': body.length }).end(body);
     }
     if (req.method === 'PUT' && url.pathname.startsWith('/put/')) {
+      if (!signed) return void res.writeHead(403).end('missing signed header');
       const key = decodeURIComponent(url.pathname.slice('/put/'.length));
       this.stored.set(key, { sha256: createHash('sha256').update(raw).digest('hex'), sizeBytes: raw.length, body: raw });
       return void res.writeHead(200).end();
@@ -217,27 +229,27 @@ export class FakeNodeApi {
     }
     if (url.pathname === '/node/v1/heartbeat') {
       if (!this.nodes.has(body.nodeId)) return record(404, { error: 'unknown_node', message: 'register first' });
-      return record(200, { ok: true });
+      return record(200, { ok: true, cancel: this.pendingCancels, stop: [...this.stopSessions] });
     }
     const m = /^\/node\/v1\/sessions\/([^/]+)\/(claim|uploads|released)$/.exec(url.pathname);
     const session = m ? this.sessions.get(decodeURIComponent(m[1])) : undefined;
     if (!m) return record(404, { error: 'not_found', message: 'no such route' });
     if (!session || body.attempt !== session.attempt) return record(409, { error: 'stale_attempt', message: 'not the current attempt' });
     if (m[2] === 'claim') {
-      if (session.status !== 'QUEUED') return record(409, { error: 'not_runnable', message: `session is ${session.status}` });
+      if (session.status !== 'QUEUED') return record(409, { error: 'stale_attempt', message: `session is ${session.status}` });
       session.status = 'RUNNING';
       session.claimedBy = body.nodeId;
       const dataset = this.files.get(session.datasetSha256)!;
       const resume = session.resume ? this.stored.get(session.resume.key)! : null;
       return record(200, {
-        dataset: { url: `/files/${session.datasetSha256}`, sha256: session.datasetSha256, format: 'image_folder', sizeBytes: dataset.length, filename: 'shapes.zip' },
-        resume: resume ? { url: `/files/${encodeURIComponent('stored:' + session.resume!.key)}`, sha256: resume.sha256 } : null,
+        dataset: { url: `/files/${session.datasetSha256}`, headers: this.signedHeader, sha256: session.datasetSha256, format: 'image_folder', sizeBytes: dataset.length, filename: 'shapes.zip' },
+        resume: resume ? { url: `/files/${encodeURIComponent('stored:' + session.resume!.key)}`, headers: this.signedHeader, sha256: resume.sha256 } : null,
       });
     }
-    if (session.status !== 'RUNNING' || session.claimedBy !== body.nodeId) return record(409, { error: 'not_runnable', message: `session is ${session.status}` });
+    if (session.status !== 'RUNNING' || session.claimedBy !== body.nodeId) return record(409, { error: 'stale_attempt', message: `session is ${session.status}` });
     if (m[2] === 'uploads') {
       const key = `orgs/o/sessions/${session.id}/${session.attempt}/${++this.uploadSeq}-${body.name}`;
-      return record(200, { url: `${this.url}/put/${encodeURIComponent(key)}`, key, expiresAt: new Date(Date.now() + 3600_000).toISOString() });
+      return record(200, { url: `${this.url}/put/${encodeURIComponent(key)}`, headers: this.signedHeader, key, expiresAt: new Date(Date.now() + 3600_000).toISOString() });
     }
     session.status = 'RELEASED';
     return record(200, { ok: true });

@@ -69,7 +69,7 @@ async function envelopes(sessionId: string): Promise<Envelope[]> {
   return entries.map(([, f]) => JSON.parse(f[1]) as Envelope).filter((e) => e.sessionId === sessionId);
 }
 
-describe('gpu-node SIGTERM', () => {
+describe.sequential('gpu-node SIGTERM', () => {
   it('gives the session back at a checkpoint and exits 0; another node resumes from it', async () => {
     const s = randomUUID();
     api.addSession(s, 1, datasetSha);
@@ -145,4 +145,53 @@ describe('gpu-node SIGTERM', () => {
     expect(resumed.filter((e) => e.event.type === 'epoch').map((e) => (e.event as { epoch: number }).epoch)).toEqual([epoch + 1]);
     expect(api.downloads.get(`stored:${key}`)).toBe(1);
   }, 90_000);
+
+  it('stopped while still downloading the dataset: given back with the checkpoint it was to resume from, then released', async () => {
+    const prefix = `${PREFIX}solo-`;
+    const solo = await startGpuNode(
+      loadNodeConfig({
+        REDIS_URL,
+        CVTRAIN_API_URL: api.url,
+        CVTRAIN_NODE_TOKEN: api.token,
+        CVTRAIN_REDIS_PREFIX: prefix,
+        CVTRAIN_NODE_DATA_DIR: path.join(root, 'solo'),
+        CVTRAIN_NODE_ID: 'node-solo',
+        CVTRAIN_PYTHON: '/usr/bin/python3',
+      }),
+      { logger: recordingLogger(), gpus: [] },
+    );
+    const soloProducer = new BeeQueue(QUEUE_NAME, { prefix: `${prefix}bq`, redis: beeQueueRedisOptions(REDIS_URL) as never, isWorker: false, getEvents: false });
+    try {
+      // Other bytes than the shared dataset (so no cache hit); never fully served anyway.
+      const slowSha = api.addFile('pending', Buffer.concat([api.files.get(datasetSha)!, Buffer.from('x')]));
+      api.files.set(slowSha, api.files.get('pending')!);
+      api.slowFiles.set(slowSha, 10_000);
+      const s = randomUUID();
+      api.addSession(s, 1, slowSha);
+      const p = payload(s, 1, tinyConfig(), null);
+      p.dataset.sha256 = slowSha;
+      p.resume = { checkpointKey: 'orgs/o/sessions/prev/last.pt' };
+      await soloProducer.createJob(p as never).save();
+      await waitFor(() => api.downloads.get(slowSha) === 1, 10_000, 'the download to start');
+      const t0 = Date.now();
+      await solo.stop();
+      expect(Date.now() - t0).toBeLessThan(8000);
+      const envs = (await redis.xrange(`${prefix}events`, '-', '+')).map(([, f]) => JSON.parse(f[1]) as Envelope);
+      expect(envs).toEqual([
+        {
+          v: 1,
+          nodeId: 'node-solo',
+          sessionId: s,
+          attempt: 1,
+          seq: 1,
+          source: 'node',
+          event: { type: 'given_back', ts: expect.any(String), reason: 'node_shutdown', checkpointKey: 'orgs/o/sessions/prev/last.pt' },
+        },
+      ]);
+      expect(api.callsTo(`/sessions/${s}/released`)).toEqual([{ path: `/node/v1/sessions/${s}/released`, body: { nodeId: 'node-solo', attempt: 1 }, status: 200 }]);
+    } finally {
+      await solo.stop();
+      await soloProducer.close();
+    }
+  }, 40_000);
 });
