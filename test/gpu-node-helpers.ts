@@ -2,7 +2,8 @@
 // a logger that records, and polling.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { afterAll } from 'vitest';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -11,8 +12,16 @@ import type { Logger } from '../src/lib/log.js';
 export const PYTHON = '/usr/bin/python3';
 export const TRAINERS = path.resolve(import.meta.dirname, '..', 'trainers');
 
+const tempDirs: string[] = [];
+// Registered on the test file that imports this module: its temp dirs (checkpoints included) go with it.
+afterAll(() => {
+  for (const dir of tempDirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
 export function tempDir(prefix: string): string {
-  return mkdtempSync(path.join(tmpdir(), `cvtrain-gpu-node-${prefix}-`));
+  const dir = mkdtempSync(path.join(tmpdir(), `cvtrain-gpu-node-${prefix}-`));
+  tempDirs.push(dir);
+  return dir;
 }
 
 /** The trainers' synthetic shapes dataset (image_folder for classifiers: fastest on CPU). */
