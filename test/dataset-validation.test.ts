@@ -187,6 +187,60 @@ describe('valid datasets from the trainers generator', () => {
     expect(r.splits.train.images).toBe(trainerReports.yolo.splits.train.images);
   });
 
+  it('reads zip64 archives', async () => {
+    const r = await validate(makeZip(datasets.coco, { zip64: true }), 'z64.zip', 'COCO');
+    expect(lines(r)).toEqual([]);
+    expect(r.splits).toEqual({ train: { images: trainerReports.coco.splits.train.images, boxes: trainerReports.coco.splits.train.boxes }, val: expect.any(Object) });
+  });
+
+  it("reads what Python's zipfile and tarfile (GNU and PAX, long and non-ASCII names) write", async () => {
+    const out = path.join(work, 'pywriters');
+    mkdirSync(out);
+    const code = `
+import os, sys, shutil, tarfile, zipfile
+src, out = sys.argv[1], sys.argv[2]
+ds = os.path.join(out, 'ds')
+shutil.copytree(src, ds)
+deep = 'd' * 120
+os.makedirs(os.path.join(ds, 'images', 'train', deep))
+os.makedirs(os.path.join(ds, 'labels', 'train', deep))
+shutil.copy(os.path.join(ds, 'images', 'train', 'img_00000.jpg'), os.path.join(ds, 'images', 'train', deep, 'ünïcødé.jpg'))
+with open(os.path.join(ds, 'labels', 'train', deep, 'ünïcødé.txt'), 'w') as fh:
+    fh.write('0 0.5 0.5 0.2 0.2\\n')
+with zipfile.ZipFile(os.path.join(out, 'ds.zip'), 'w', zipfile.ZIP_DEFLATED) as z:
+    for root, dirs, files in os.walk(ds):
+        for f in files:
+            full = os.path.join(root, f)
+            z.write(full, os.path.relpath(full, ds))
+for name, fmt in (('gnu.tar.gz', tarfile.GNU_FORMAT), ('pax.tar.gz', tarfile.PAX_FORMAT)):
+    with tarfile.open(os.path.join(out, name), 'w:gz', format=fmt) as t:
+        t.add(ds, arcname='dataset')
+`;
+    await run(PY, ['-c', code, path.join(work, 'yolo'), out]);
+    const expected = { ...trainerReports.yolo.splits.train };
+    for (const [name, root] of [
+      ['ds.zip', ''],
+      ['gnu.tar.gz', 'dataset/'],
+      ['pax.tar.gz', 'dataset/'],
+    ]) {
+      const r = await validateDatasetArchive(name.endsWith('.zip') ? await fileSource(path.join(out, name)) : Readable.from([readFileSync(path.join(out, name))]), {
+        format: 'YOLO',
+        archiveName: name,
+      });
+      expect(lines(r)).toEqual([]);
+      expect(r.root).toBe(root);
+      expect(r.splits.train).toEqual({ images: expected.images + 1, boxes: expected.boxes + 1 });
+    }
+  });
+
+  it('stops when its AbortSignal fires', async () => {
+    const controller = new AbortController();
+    controller.abort(new Error('finalize timed out'));
+    await expect(
+      validateDatasetArchive(Readable.from(chunks(makeTarGz(datasets.yolo))), { format: 'YOLO', archiveName: 'a.tar.gz', signal: controller.signal }),
+    ).rejects.toThrow('finalize timed out');
+  });
+
   it('reads long names from ustar prefixes and PAX headers', async () => {
     const long = `images/train/${'d'.repeat(90)}/${'n'.repeat(60)}.jpg`;
     const tar = Buffer.concat([

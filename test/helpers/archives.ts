@@ -32,6 +32,8 @@ const UNIX_MODE: Record<EntryType, number> = {
 export interface ZipOptions {
   /** Put every entry's data at the first entry's offset (the overlapping-entries zip bomb). */
   overlapAll?: boolean;
+  /** Zip64 records (as for archives over 4 GiB or 65535 entries), with the 32-bit fields saturated. */
+  zip64?: boolean;
 }
 
 export function makeZip(entries: EntrySpec[], opts: ZipOptions = {}): Buffer {
@@ -74,26 +76,50 @@ export function makeZip(entries: EntrySpec[], opts: ZipOptions = {}): Buffer {
     if (firstOffset < 0) firstOffset = entryOffset;
     const cd = Buffer.alloc(46);
     cd.writeUInt32LE(0x02014b50, 0);
-    cd.writeUInt16LE((3 << 8) | 20, 4); // made on Unix: external attributes hold the mode
-    cd.writeUInt16LE(20, 6);
+    cd.writeUInt16LE((3 << 8) | 45, 4); // made on Unix: external attributes hold the mode
+    cd.writeUInt16LE(opts.zip64 ? 45 : 20, 6);
     cd.writeUInt16LE(flags, 8);
     cd.writeUInt16LE(method, 10);
     cd.writeUInt32LE(crc, 16);
-    cd.writeUInt32LE(body.length, 20);
-    cd.writeUInt32LE(usize, 24);
+    cd.writeUInt32LE(opts.zip64 ? 0xffffffff : body.length, 20);
+    cd.writeUInt32LE(opts.zip64 ? 0xffffffff : usize, 24);
     cd.writeUInt16LE(name.length, 28);
     cd.writeUInt32LE((UNIX_MODE[type] << 16) >>> 0, 38);
-    cd.writeUInt32LE(entryOffset, 42);
-    central.push(cd, name);
+    cd.writeUInt32LE(opts.zip64 ? 0xffffffff : entryOffset, 42);
+    let extra = Buffer.alloc(0);
+    if (opts.zip64) {
+      extra = Buffer.alloc(28);
+      extra.writeUInt16LE(0x0001, 0);
+      extra.writeUInt16LE(24, 2);
+      extra.writeBigUInt64LE(BigInt(usize), 4);
+      extra.writeBigUInt64LE(BigInt(body.length), 12);
+      extra.writeBigUInt64LE(BigInt(entryOffset), 20);
+      cd.writeUInt16LE(extra.length, 30);
+    }
+    central.push(cd, name, extra);
   }
   const cdBuf = Buffer.concat(central);
   const end = Buffer.alloc(22);
   end.writeUInt32LE(0x06054b50, 0);
-  end.writeUInt16LE(entries.length, 8);
-  end.writeUInt16LE(entries.length, 10);
-  end.writeUInt32LE(cdBuf.length, 12);
-  end.writeUInt32LE(offset, 16);
-  return Buffer.concat([...parts, cdBuf, end]);
+  end.writeUInt16LE(opts.zip64 ? 0xffff : entries.length, 8);
+  end.writeUInt16LE(opts.zip64 ? 0xffff : entries.length, 10);
+  end.writeUInt32LE(opts.zip64 ? 0xffffffff : cdBuf.length, 12);
+  end.writeUInt32LE(opts.zip64 ? 0xffffffff : offset, 16);
+  if (!opts.zip64) return Buffer.concat([...parts, cdBuf, end]);
+  const rec = Buffer.alloc(56);
+  rec.writeUInt32LE(0x06064b50, 0);
+  rec.writeBigUInt64LE(44n, 4);
+  rec.writeUInt16LE(45, 12);
+  rec.writeUInt16LE(45, 14);
+  rec.writeBigUInt64LE(BigInt(entries.length), 24);
+  rec.writeBigUInt64LE(BigInt(entries.length), 32);
+  rec.writeBigUInt64LE(BigInt(cdBuf.length), 40);
+  rec.writeBigUInt64LE(BigInt(offset), 48);
+  const loc = Buffer.alloc(20);
+  loc.writeUInt32LE(0x07064b50, 0);
+  loc.writeBigUInt64LE(BigInt(offset + cdBuf.length), 8);
+  loc.writeUInt32LE(1, 16);
+  return Buffer.concat([...parts, cdBuf, rec, loc, end]);
 }
 
 const TAR_TYPE: Record<EntryType, string> = { file: '0', dir: '5', symlink: '2', hardlink: '1', chardev: '3', fifo: '6' };

@@ -59,7 +59,20 @@ const enum S {
   Lit,
 }
 
-const NUMBER_RE = /^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$/;
+const KEY_CACHE_SIZE = 256;
+
+// Number grammar states (JSON's: -?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?).
+const enum N {
+  Start,
+  Minus,
+  Zero,
+  Int,
+  Dot,
+  Frac,
+  E,
+  ESign,
+  Exp,
+}
 
 export class JsonElementStream {
   private state = S.Value;
@@ -79,8 +92,14 @@ export class JsonElementStream {
   private strLen = 0;
   private strHasEscape = false;
   private strEsc = 0; // 0: none, 1: after backslash, 2..5: hex digits of \u still expected
-  // Number or literal token.
+  private strHash = 0;
+  private readonly keyCache: (string | undefined)[] = new Array(KEY_CACHE_SIZE);
+  // Number or literal token: the text is kept only when the value is (numbers elsewhere are
+  // only checked against JSON's grammar, byte by byte).
   private tok = '';
+  private numState = 0;
+  private numCollect = false;
+  private numStart = 0;
 
   // Structure.
   private topKey = '';
@@ -121,7 +140,8 @@ export class JsonElementStream {
 
   end(): void {
     if (!this.utf8.end()) this.err('invalid UTF-8 at the end of the file', 0);
-    if (this.state === S.Num || this.state === S.Lit) this.finishScalar(0);
+    if (this.state === S.Num) this.finishNumber(null, 0);
+    else if (this.state === S.Lit) this.finishLiteral(0);
     if (this.state === S.Str) this.err('unterminated string', 0);
     if (this.state !== S.End) {
       this.err(this.depth === 0 && this.state === S.Value ? 'expecting a value (the file is empty)' : 'unexpected end of file', 0);
@@ -142,13 +162,17 @@ export class JsonElementStream {
         i = this.scanString(buf, i);
         continue;
       }
-      if (st === S.Num || st === S.Lit) {
+      if (st === S.Num) {
+        i = this.scanNumber(buf, i);
+        continue;
+      }
+      if (st === S.Lit) {
         let j = i;
-        while (j < n && isScalarChar(buf[j])) j++;
+        while (j < n && isLetter(buf[j])) j++;
         this.tok += buf.toString('latin1', i, j);
-        if (this.tok.length > 512) this.err('number or literal too long', j);
+        if (this.tok.length > 16) this.err(`unexpected "${this.tok.slice(0, 16)}"`, j);
         if (j === n) return;
-        i = this.finishScalar(j);
+        i = this.finishLiteral(j);
         continue;
       }
       const c = buf[i];
@@ -213,7 +237,7 @@ export class JsonElementStream {
       this.beginValue(isArr ? 'array' : 'object');
       if (this.depth >= MAX_JSON_DEPTH) this.err(`nested deeper than ${MAX_JSON_DEPTH} levels`, i);
       if (this.building && this.skipFrom < 0) {
-        const container = isArr ? [] : (Object.create(null) as Record<string, unknown>);
+        const container: unknown[] | Record<string, unknown> = isArr ? [] : {};
         this.attach(container);
         this.bstack.push(container);
         this.bkeys.push('');
@@ -229,6 +253,9 @@ export class JsonElementStream {
     if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
       this.state = S.Num;
       this.tok = '';
+      this.numState = N.Start;
+      this.numStart = i;
+      this.numCollect = this.building && this.skipFrom < 0 && this.elemKeyWillBeKept();
       return i;
     }
     if (c === 0x74 || c === 0x66 || c === 0x6e || c === 0x4e || c === 0x49) {
@@ -239,29 +266,81 @@ export class JsonElementStream {
     this.err('expecting a value', i);
   }
 
-  private finishScalar(i: number): number {
-    const t = this.tok;
-    let value: unknown;
-    let type: JsonType;
-    if (this.state === S.Num) {
-      if (t === '-Infinity') value = -Infinity;
-      else if (NUMBER_RE.test(t)) value = Number(t);
-      else this.err(`invalid number "${t}"`, i);
-      type = 'number';
-    } else if (t === 'true' || t === 'false') {
-      value = t === 'true';
-      type = 'boolean';
-    } else if (t === 'null') {
-      value = null;
-      type = 'null';
-    } else if (t === 'NaN' || t === 'Infinity') {
-      value = t === 'NaN' ? NaN : Infinity;
-      type = 'number';
-    } else {
-      this.err(`unexpected "${t}"`, i);
+  /** Walks number bytes from i with JSON's grammar; returns where the number ends, or buf.length. */
+  private scanNumber(buf: Buffer, i: number): number {
+    const n = buf.length;
+    let ns = this.numState;
+    let j = i;
+    for (; j < n; j++) {
+      const c = buf[j];
+      if (c >= 0x30 && c <= 0x39) {
+        if (ns === N.Start || ns === N.Minus) ns = c === 0x30 ? N.Zero : N.Int;
+        else if (ns === N.Zero) this.err('invalid number (leading zero)', j);
+        else if (ns === N.Dot) ns = N.Frac;
+        else if (ns === N.E || ns === N.ESign) ns = N.Exp;
+        continue;
+      }
+      if (c === 0x2d && ns === N.Start) ns = N.Minus;
+      else if ((c === 0x2d || c === 0x2b) && ns === N.E) ns = N.ESign;
+      else if (c === 0x2e && (ns === N.Int || ns === N.Zero)) ns = N.Dot;
+      else if ((c === 0x65 || c === 0x45) && (ns === N.Int || ns === N.Zero || ns === N.Frac)) ns = N.E;
+      else if (c === 0x49 && ns === N.Minus) {
+        // "-Infinity", which Python's json accepts.
+        this.state = S.Lit;
+        this.tok = '-';
+        return j;
+      } else break;
+    }
+    this.numState = ns;
+    if (j === n) {
+      // The number goes on in the next chunk: keep its text if its value is wanted.
+      if (this.numCollect) {
+        this.tok += buf.toString('latin1', this.numStart, n);
+        if (this.tok.length > 4096) this.err('number too long', j);
+      }
+      this.numStart = 0;
+      return n;
+    }
+    return this.finishNumber(buf, j);
+  }
+
+  private finishNumber(buf: Buffer | null, i: number): number {
+    const ns = this.numState;
+    if (ns !== N.Int && ns !== N.Zero && ns !== N.Frac && ns !== N.Exp) this.err('invalid number', i);
+    let value = 0;
+    if (this.numCollect) {
+      value = this.tok === '' && buf ? numberAt(buf, this.numStart, i) : Number(this.tok + (buf ? buf.toString('latin1', this.numStart, i) : ''));
     }
     this.tok = '';
-    this.primitive(type!, value);
+    this.primitive('number', value);
+    return i;
+  }
+
+  private finishLiteral(i: number): number {
+    const t = this.tok;
+    this.tok = '';
+    switch (t) {
+      case 'true':
+        this.primitive('boolean', true);
+        break;
+      case 'false':
+        this.primitive('boolean', false);
+        break;
+      case 'null':
+        this.primitive('null', null);
+        break;
+      case 'NaN':
+        this.primitive('number', NaN);
+        break;
+      case 'Infinity':
+        this.primitive('number', Infinity);
+        break;
+      case '-Infinity':
+        this.primitive('number', -Infinity);
+        break;
+      default:
+        this.err(`unexpected "${t}"`, i);
+    }
     return i;
   }
 
@@ -274,6 +353,7 @@ export class JsonElementStream {
     this.strLen = 0;
     this.strHasEscape = false;
     this.strEsc = 0;
+    this.strHash = 0;
     if (isKey) this.strCollect = this.depth === 1 || (this.building && this.skipFrom < 0);
     else this.strCollect = this.building && this.skipFrom < 0 && this.elemKeyWillBeKept();
   }
@@ -288,6 +368,7 @@ export class JsonElementStream {
     const n = buf.length;
     const start = i;
     let j = i;
+    let h = this.strHash;
     while (j < n) {
       const c = buf[j];
       if (this.strEsc === 0) {
@@ -297,6 +378,8 @@ export class JsonElementStream {
           this.strHasEscape = true;
         } else if (c < 0x20) {
           this.err('invalid control character in a string', j);
+        } else {
+          h = (Math.imul(h, 31) + c) | 0;
         }
       } else if (this.strEsc === 1) {
         if (c === 0x75) this.strEsc = 5;
@@ -309,17 +392,25 @@ export class JsonElementStream {
       }
       j++;
     }
+    this.strHash = h;
     if (this.strCollect && j > start) {
       this.strLen += j - start;
       if (this.strLen > MAX_JSON_STRING_BYTES) this.err(`string longer than ${MAX_JSON_STRING_BYTES} bytes`, j);
-      this.strParts.push(Buffer.from(buf.subarray(start, j)));
+      // Copied only when the string goes on in the next chunk (the caller may reuse this one).
+      this.strParts.push(j === n ? Buffer.from(buf.subarray(start, j)) : buf.subarray(start, j));
     }
     if (j === n) return n;
     // Closing quote.
     let value = '';
     if (this.strCollect) {
-      const raw = this.strParts.length === 1 ? this.strParts[0] : Buffer.concat(this.strParts);
-      value = this.strHasEscape ? (JSON.parse(`"${raw.toString('utf8')}"`) as string) : raw.toString('utf8');
+      const whole = this.strParts.length <= 1 && this.strLen === j - start;
+      if (whole && this.strIsKey && !this.strHasEscape && j - start <= 32) {
+        value = this.internedKey(buf, start, j, h);
+      } else {
+        // In place when the whole string lies in this chunk (the usual case).
+        const text = whole ? buf.toString('utf8', start, j) : Buffer.concat(this.strParts).toString('utf8');
+        value = this.strHasEscape ? (JSON.parse(`"${text}"`) as string) : text;
+      }
     }
     this.strParts = [];
     if (this.strIsKey) {
@@ -329,6 +420,29 @@ export class JsonElementStream {
       this.primitive('string', value);
     }
     return j + 1;
+  }
+
+  /**
+   * Keys repeat in every element ("id", "bbox"...); decoding each with Buffer#toString costs
+   * more than the rest of the parse, so short keys are looked up by a hash of their bytes.
+   */
+  private internedKey(buf: Buffer, start: number, end: number, hash: number): string {
+    const slot = hash & (KEY_CACHE_SIZE - 1);
+    const cached = this.keyCache[slot];
+    if (cached !== undefined && cached.length === end - start) {
+      let same = true;
+      for (let k = 0; k < cached.length; k++) {
+        if (cached.charCodeAt(k) !== buf[start + k]) {
+          same = false;
+          break;
+        }
+      }
+      if (same) return cached;
+    }
+    const key = buf.toString('utf8', start, end);
+    // Only ASCII keys are cached: their UTF-16 code units are their bytes.
+    if (key.length === end - start) this.keyCache[slot] = key;
+    return key;
   }
 
   // --- structure ----------------------------------------------------------------------------
@@ -427,13 +541,50 @@ export class JsonElementStream {
     }
     const parent = this.bstack[n - 1];
     if (Array.isArray(parent)) parent.push(v);
-    else parent[this.bkeys[n - 1]] = v;
+    else {
+      const key = this.bkeys[n - 1];
+      // A plain object is far faster than a prototype-less one; "__proto__" must stay an own key.
+      if (key === '__proto__') Object.defineProperty(parent, key, { value: v, enumerable: true, writable: true, configurable: true });
+      else parent[key] = v;
+    }
   }
 }
 
-function isScalarChar(c: number): boolean {
-  // Digits, sign, dot, exponent and the letters of true/false/null/NaN/Infinity.
-  return (c >= 0x30 && c <= 0x39) || c === 0x2d || c === 0x2b || c === 0x2e || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a);
+const POW10 = Array.from({ length: 23 }, (_, k) => 10 ** k);
+
+/**
+ * The value of a (grammar-checked) JSON number in buf[start, end) without making a string.
+ * Exact: with at most 15 significant digits and a decimal exponent within +-22, the mantissa
+ * and the power of ten are exact doubles and one multiplication or division rounds correctly
+ * (Clinger's fast path); anything else goes through Number().
+ */
+function numberAt(buf: Buffer, start: number, end: number): number {
+  let k = start;
+  const neg = buf[k] === 0x2d;
+  if (neg) k++;
+  let mant = 0;
+  let digits = 0;
+  let frac = 0;
+  for (; k < end && buf[k] >= 0x30 && buf[k] <= 0x39; k++, digits++) mant = mant * 10 + (buf[k] - 0x30);
+  if (k < end && buf[k] === 0x2e) {
+    for (k++; k < end && buf[k] >= 0x30 && buf[k] <= 0x39; k++, digits++, frac++) mant = mant * 10 + (buf[k] - 0x30);
+  }
+  let exp = 0;
+  if (k < end) {
+    k++; // e or E
+    const expNeg = buf[k] === 0x2d;
+    if (expNeg || buf[k] === 0x2b) k++;
+    for (; k < end && exp < 1000; k++) exp = exp * 10 + (buf[k] - 0x30);
+    if (expNeg) exp = -exp;
+  }
+  const p = exp - frac;
+  if (digits > 15 || p < -22 || p > 22) return Number(buf.toString('latin1', start, end));
+  const v = p >= 0 ? mant * POW10[p] : mant / POW10[-p];
+  return neg ? -v : v;
+}
+
+function isLetter(c: number): boolean {
+  return (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a);
 }
 
 /** Validates UTF-8 across chunk boundaries without decoding. */
