@@ -233,6 +233,19 @@ for name, fmt in (('gnu.tar.gz', tarfile.GNU_FORMAT), ('pax.tar.gz', tarfile.PAX
     }
   });
 
+  it('rejects (rather than reporting) when the bytes cannot be read', async () => {
+    const failing = () =>
+      new Readable({
+        read() {
+          this.destroy(new Error('connection reset by storage'));
+        },
+      });
+    await expect(validateDatasetArchive(failing(), { format: 'YOLO', archiveName: 'a.tar.gz' })).rejects.toThrow('connection reset by storage');
+    const tmp = mkdtempSync(path.join(work, 'spool-fail-'));
+    await expect(validateDatasetArchive(failing(), { format: 'YOLO', archiveName: 'a.zip', tempDir: tmp })).rejects.toThrow('connection reset by storage');
+    expect(readdirSync(tmp)).toEqual([]);
+  });
+
   it('stops when its AbortSignal fires', async () => {
     const controller = new AbortController();
     controller.abort(new Error('finalize timed out'));

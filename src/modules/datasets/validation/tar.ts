@@ -333,7 +333,7 @@ export async function walkTar(opts: {
   let size = 0;
   let stopped = false;
   let incomplete = false;
-  let stopWaiters: (() => void)[] = [];
+  const stopWaiters = new Set<() => void>();
   const stop = (err?: StopExpansion) => {
     if (stopped) return;
     stopped = true;
@@ -342,8 +342,7 @@ export async function walkTar(opts: {
       if (err.path === archiveName) problems.archive(err.message);
       else problems.add(err.path, null, err.message);
     }
-    for (const w of stopWaiters) w();
-    stopWaiters = [];
+    for (const w of [...stopWaiters]) w();
   };
   // Anything else thrown while parsing is a bug, not a property of the archive: rethrown at the end.
   let failure: unknown = null;
@@ -392,29 +391,35 @@ export async function walkTar(opts: {
     new Promise<void>((resolve) => {
       const done = () => {
         z.off('drain', done);
+        stopWaiters.delete(done);
         resolve();
       };
       z.on('drain', done);
-      stopWaiters.push(done);
+      stopWaiters.add(done);
     });
 
-  for await (const chunk of input as AsyncIterable<Buffer>) {
-    if (signal?.aborted) {
-      input.destroy();
-      inflater?.destroy();
-      throw signal.reason ?? new Error('validation aborted');
+  try {
+    for await (const chunk of input as AsyncIterable<Buffer>) {
+      if (signal?.aborted) {
+        input.destroy();
+        throw signal.reason ?? new Error('validation aborted');
+      }
+      hash.update(chunk);
+      size += chunk.length;
+      if (stopped) continue;
+      if (inflater) {
+        if (!inflater.write(chunk)) await waitDrain(inflater);
+      } else {
+        guarded(() => {
+          parser.push(chunk);
+          if (parser.done) stop();
+        });
+      }
     }
-    hash.update(chunk);
-    size += chunk.length;
-    if (stopped) continue;
-    if (inflater) {
-      if (!inflater.write(chunk)) await waitDrain(inflater);
-    } else {
-      guarded(() => {
-        parser.push(chunk);
-        if (parser.done) stop();
-      });
-    }
+  } catch (err) {
+    // The source failed (or the caller aborted): nothing can be said about the archive.
+    inflater?.destroy();
+    throw err;
   }
   if (size === 0) {
     inflater?.destroy();
