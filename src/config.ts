@@ -1,8 +1,9 @@
 // Every tunable and environment variable of the API server lives here, validated once at start.
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
+import type { BackendConfig, StorageSettings } from './storage/types.js';
 
 export class ConfigError extends Error {
   constructor(public readonly problems: string[]) {
@@ -43,6 +44,11 @@ const keyringSchema = z.string().transform((value, ctx) => {
   return keys;
 });
 
+const httpUrl = z
+  .string()
+  .regex(/^https?:\/\/[^\s?#]+$/, 'must be an http(s) URL without query or fragment')
+  .transform((u) => u.replace(/\/+$/, ''));
+
 const envSchema = z.object({
   NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
   HOST: z.string().min(1).default('127.0.0.1'),
@@ -71,6 +77,35 @@ const envSchema = z.object({
   // "auto": use DATABASE_URL's server, or start an embedded PostgreSQL (PGlite) if none answers.
   CVTRAIN_EMBEDDED_PG: z.enum(['auto', 'always', 'never']).default('auto'),
   CVTRAIN_LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+  // --- storage (src/storage/; README "Storage") ---
+  // Backend of the platform's own storage; organizations may bring their own (storage profiles).
+  CVTRAIN_STORAGE: z.enum(['local', 's3', 'azure']).default('local'),
+  // Base of absolute URLs given to clients (local storage links); default http://HOST:PORT as listening.
+  CVTRAIN_PUBLIC_URL: httpUrl.optional(),
+  // HMAC key of local storage links; generated in development like the other secrets.
+  CVTRAIN_STORAGE_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
+  // Lifetime of presigned upload and download URLs; SigV4 allows at most 7 days.
+  CVTRAIN_PRESIGN_TTL_S: intFrom(60, 7 * 24 * 3600).default(3600),
+  // Largest upload through a local storage link (413 above it); 10 GiB.
+  CVTRAIN_MAX_UPLOAD_BYTES: intFrom(1, Number.MAX_SAFE_INTEGER).default(10 * 1024 ** 3),
+  // S3 and S3-compatible (MinIO, R2, GCS interoperability): bucket, region, and for non-AWS
+  // services the endpoint, usually with path-style addressing.
+  CVTRAIN_S3_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be an S3 bucket name').optional(),
+  CVTRAIN_S3_REGION: z.string().regex(/^[a-z0-9-]{2,32}$/, 'must be a region such as us-east-1 (or "auto" for R2)').default('us-east-1'),
+  CVTRAIN_S3_ENDPOINT: httpUrl.optional(),
+  CVTRAIN_S3_FORCE_PATH_STYLE: z.enum(['0', '1', 'true', 'false']).default('0'),
+  // Multipart part size: memory per upload is about 5 parts; S3 allows 10,000 parts (8 MiB: 78 GiB objects).
+  CVTRAIN_S3_PART_SIZE_MB: intFrom(5, 5120).default(8),
+  // Without these the AWS SDK's default chain applies (shared config, instance or task role).
+  AWS_ACCESS_KEY_ID: z.string().min(1).optional(),
+  AWS_SECRET_ACCESS_KEY: z.string().min(1).optional(),
+  AWS_SESSION_TOKEN: z.string().min(1).optional(),
+  // Azure Blob Storage: account, shared key (needed to sign SAS URLs), container; the endpoint
+  // defaults to https://<account>.blob.core.windows.net (Azurite: http://127.0.0.1:10000/devstoreaccount1).
+  CVTRAIN_AZURE_ACCOUNT: z.string().regex(/^[a-z0-9]{3,24}$/, 'must be a storage account name').optional(),
+  CVTRAIN_AZURE_ACCOUNT_KEY: z.string().min(1).optional(),
+  CVTRAIN_AZURE_CONTAINER: z.string().regex(/^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$/, 'must be a container name').optional(),
+  CVTRAIN_AZURE_ENDPOINT: httpUrl.optional(),
 });
 
 export type Keyring = { id: string; key: Buffer }[];
@@ -94,6 +129,7 @@ export interface Config {
   dbPoolMax: number;
   embeddedPg: 'auto' | 'always' | 'never';
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
+  storage: StorageSettings;
 }
 
 export const DEFAULT_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/cvtrain';
@@ -165,8 +201,79 @@ export function loadConfig(
     dbPoolMax: e.CVTRAIN_DB_POOL_MAX,
     embeddedPg: e.CVTRAIN_EMBEDDED_PG,
     logLevel: e.CVTRAIN_LOG_LEVEL,
+    storage: storageSettings(e, dataDir, warn),
   };
 }
+
+function storageSettings(e: z.output<typeof envSchema>, dataDir: string, warn: (msg: string) => void): StorageSettings {
+  const problems: string[] = [];
+  let backend: BackendConfig;
+  if (e.CVTRAIN_STORAGE === 's3') {
+    if (!e.CVTRAIN_S3_BUCKET) problems.push('CVTRAIN_S3_BUCKET: required when CVTRAIN_STORAGE=s3');
+    if (!e.AWS_ACCESS_KEY_ID !== !e.AWS_SECRET_ACCESS_KEY) {
+      problems.push('AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: set both or neither');
+    }
+    backend = {
+      kind: 's3',
+      bucket: e.CVTRAIN_S3_BUCKET ?? '',
+      region: e.CVTRAIN_S3_REGION,
+      endpoint: e.CVTRAIN_S3_ENDPOINT,
+      forcePathStyle: e.CVTRAIN_S3_FORCE_PATH_STYLE === '1' || e.CVTRAIN_S3_FORCE_PATH_STYLE === 'true',
+      credentials:
+        e.AWS_ACCESS_KEY_ID && e.AWS_SECRET_ACCESS_KEY
+          ? { accessKeyId: e.AWS_ACCESS_KEY_ID, secretAccessKey: e.AWS_SECRET_ACCESS_KEY, sessionToken: e.AWS_SESSION_TOKEN }
+          : undefined,
+      partSizeBytes: e.CVTRAIN_S3_PART_SIZE_MB * 1024 * 1024,
+    };
+  } else if (e.CVTRAIN_STORAGE === 'azure') {
+    for (const name of ['CVTRAIN_AZURE_ACCOUNT', 'CVTRAIN_AZURE_ACCOUNT_KEY', 'CVTRAIN_AZURE_CONTAINER'] as const) {
+      if (!e[name]) problems.push(`${name}: required when CVTRAIN_STORAGE=azure`);
+    }
+    backend = {
+      kind: 'azure',
+      accountName: e.CVTRAIN_AZURE_ACCOUNT ?? '',
+      accountKey: e.CVTRAIN_AZURE_ACCOUNT_KEY ?? '',
+      container: e.CVTRAIN_AZURE_CONTAINER ?? '',
+      endpoint: e.CVTRAIN_AZURE_ENDPOINT,
+    };
+  } else {
+    backend = { kind: 'local', root: path.join(dataDir, 'storage') };
+  }
+  let secret = e.CVTRAIN_STORAGE_SECRET;
+  // Only local storage signs its own links; S3 and Azure sign with their credentials.
+  if (!secret && backend.kind === 'local') {
+    if (e.NODE_ENV === 'production') {
+      problems.push('CVTRAIN_STORAGE_SECRET: required when NODE_ENV=production and CVTRAIN_STORAGE=local');
+    } else {
+      secret = devStorageSecret(dataDir, warn);
+    }
+  }
+  if (problems.length) throw new ConfigError(problems);
+  return {
+    backend,
+    publicUrl: e.CVTRAIN_PUBLIC_URL ?? null,
+    secret: secret ? Buffer.from(secret, 'utf8') : randomBytes(32),
+    presignTtlSeconds: e.CVTRAIN_PRESIGN_TTL_S,
+    maxUploadBytes: e.CVTRAIN_MAX_UPLOAD_BYTES,
+    s3PartSizeBytes: e.CVTRAIN_S3_PART_SIZE_MB * 1024 * 1024,
+  };
+}
+
+/** The local-storage link secret from dev-secrets.json, added to it when the file predates it. */
+function devStorageSecret(dataDir: string, warn: (msg: string) => void): string {
+  const file = path.join(dataDir, 'dev-secrets.json');
+  const dev = (existsSync(file) ? JSON.parse(readFileSync(file, 'utf8')) : {}) as { storageSecret?: string };
+  if (dev.storageSecret) return dev.storageSecret;
+  dev.storageSecret = randomBytes(48).toString('base64url');
+  mkdirSync(dataDir, { recursive: true });
+  // Written whole and renamed, so a process reading the file meanwhile never sees half of it.
+  const temp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}`;
+  writeFileSync(temp, JSON.stringify(dev, null, 2), { mode: 0o600 });
+  renameSync(temp, file);
+  warn(`generated a development storage secret in ${file}; set CVTRAIN_STORAGE_SECRET in production`);
+  return dev.storageSecret;
+}
+
 
 /** Application limits that are not per deployment; kept here so they are found in one place. */
 export const limits = {

@@ -10,8 +10,9 @@ import { GraphQLError, Kind, type ExecutionArgs } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import { createYoga, maskError, type Plugin } from 'graphql-yoga';
 import { WebSocketServer } from 'ws';
-import type { App } from './app.js';
+import { listeningUrl, type App } from './app.js';
 import { createRequestContext, type RequestContext } from './graphql/context.js';
+import { createLocalStorageHandler } from './storage/local-http.js';
 import { loadPersistedOperations } from './graphql/persisted.js';
 import { schema } from './graphql/schema.js';
 import { AppError, ValidationError } from './lib/errors.js';
@@ -90,12 +91,27 @@ export async function startServer(app: App, opts: { port?: number; host?: string
   const { config } = app;
   const { yoga, persisted } = createGraphQLHandler(app);
 
+  const local = app.storage.local;
+  const storageHandler = local ? createLocalStorageHandler(local, { maxUploadBytes: config.storage.maxUploadBytes }) : null;
+
   const httpServer = http.createServer((req, res) => {
     const url = req.url ?? '/';
     if (url === '/healthz') {
       res.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
       return;
     }
+    // Local storage links (/storage/...): streamed both ways, with an idle timeout of their own.
+    if (storageHandler?.(req, res)) return;
+    // Slow-loris protection: every other request must arrive whole within 30 s. Enforced here
+    // rather than by server.requestTimeout, which would also cut off long storage uploads.
+    const slow = setTimeout(() => {
+      if (req.complete) return;
+      if (res.headersSent) return void req.socket.destroy();
+      // Let the 408 reach the client, then drop the connection whatever it is still sending.
+      res.once('finish', () => req.socket.destroy());
+      res.writeHead(408, { connection: 'close' }).end();
+    }, 30_000);
+    res.once('close', () => clearTimeout(slow));
     if (req.method === 'POST') {
       const length = req.headers['content-length'];
       // Bodies must declare their length so an oversized one is refused before it is read.
@@ -108,8 +124,9 @@ export async function startServer(app: App, opts: { port?: number; host?: string
     }
     void yoga(req, res);
   });
-  // Slow-loris protection: a request must arrive whole within this time.
-  httpServer.requestTimeout = 30_000;
+  // Whole-request timeout is per request above (storage uploads are exempt); headers still must
+  // arrive within headersTimeout.
+  httpServer.requestTimeout = 0;
   httpServer.headersTimeout = 10_000;
   httpServer.keepAliveTimeout = 5_000;
 
@@ -163,6 +180,8 @@ export async function startServer(app: App, opts: { port?: number; host?: string
   const port = (httpServer.address() as AddressInfo).port;
   const host = opts.host ?? config.host;
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}${GRAPHQL_PATH}`;
+  // Links point at the port actually bound (port 0 in tests) unless CVTRAIN_PUBLIC_URL fixes them.
+  if (local && !config.storage.publicUrl) local.setPublicUrl(listeningUrl(host, port));
   log.info('GraphQL API listening', { url, graphiql: config.graphiql });
 
   return {
