@@ -3,6 +3,7 @@ import { ComputeProfile } from '../modules/compute/entity.js';
 import { Dataset, DatasetVersion } from '../modules/datasets/entity.js';
 import { Model, ModelVersion } from '../modules/models/entity.js';
 import { GpuNode } from '../modules/nodes/entity.js';
+import { StorageProfile } from '../modules/storage/entity.js';
 import { ApiKey, Membership, Organization, User } from '../modules/orgs/entity.js';
 import { Artifact, EpochMetric, TrainingSession } from '../modules/training/entity.js';
 
@@ -16,6 +17,7 @@ export const entities = [
   Dataset,
   DatasetVersion,
   ComputeProfile,
+  StorageProfile,
   TrainingSession,
   EpochMetric,
   Artifact,

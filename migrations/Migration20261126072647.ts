@@ -1,6 +1,6 @@
 import { Migration } from '@mikro-orm/migrations';
 
-export class Migration20261126065457 extends Migration {
+export class Migration20261126072647 extends Migration {
 
   override async up(): Promise<void> {
     this.addSql(`create table "gpu_nodes" ("id" varchar(128) not null, "host" varchar(255) not null, "status" text check ("status" in ('ONLINE', 'DRAINING', 'OFFLINE')) not null default 'ONLINE', "gpus" jsonb not null, "slots" int not null, "running_session_ids" jsonb not null, "version" varchar(64) null, "last_heartbeat_at" timestamptz not null, "created_at" timestamptz not null, "updated_at" timestamptz not null, constraint "gpu_nodes_pkey" primary key ("id"));`);
@@ -10,6 +10,10 @@ export class Migration20261126065457 extends Migration {
     this.addSql(`create table "compute_profiles" ("id" uuid not null, "created_at" timestamptz not null, "updated_at" timestamptz not null, "organization_id" uuid not null, "name" varchar(120) not null, "provider" text check ("provider" in ('PLATFORM', 'SAGEMAKER', 'VERTEX_AI', 'AZURE_ML', 'KUBERNETES')) not null, "strategy" text check ("strategy" in ('QUEUE', 'CHEAPEST', 'FASTEST', 'PREFERRED')) not null, "config" jsonb not null, "credentials_ciphertext" text null, "credentials_hint" varchar(64) null, "fallback_profile_ids" jsonb not null, "max_concurrent_jobs" int null, "max_cost_per_session_usd" double precision null, "is_default" boolean not null default false, constraint "compute_profiles_pkey" primary key ("id"));`);
     this.addSql(`create unique index "compute_profiles_one_default_per_org" on "compute_profiles" ("organization_id") where "is_default";`);
     this.addSql(`alter table "compute_profiles" add constraint "compute_profiles_organization_id_name_unique" unique ("organization_id", "name");`);
+
+    this.addSql(`create table "storage_profiles" ("id" uuid not null, "created_at" timestamptz not null, "updated_at" timestamptz not null, "organization_id" uuid not null, "name" varchar(120) not null, "kind" text check ("kind" in ('S3', 'AZURE')) not null, "config" jsonb not null, "credentials_ciphertext" text not null, "credentials_hint" varchar(64) not null, "is_default" boolean not null default false, constraint "storage_profiles_pkey" primary key ("id"));`);
+    this.addSql(`create unique index "storage_profiles_one_default_per_org" on "storage_profiles" ("organization_id") where "is_default";`);
+    this.addSql(`alter table "storage_profiles" add constraint "storage_profiles_organization_id_name_unique" unique ("organization_id", "name");`);
 
     this.addSql(`create table "users" ("id" uuid not null, "created_at" timestamptz not null, "updated_at" timestamptz not null, "email" varchar(254) not null, "password_hash" text not null, "last_sign_in_at" timestamptz null, constraint "users_pkey" primary key ("id"));`);
     this.addSql(`alter table "users" add constraint "users_email_unique" unique ("email");`);
@@ -52,6 +56,8 @@ export class Migration20261126065457 extends Migration {
     this.addSql(`create index "api_keys_organization_id_index" on "api_keys" ("organization_id");`);
 
     this.addSql(`alter table "compute_profiles" add constraint "compute_profiles_organization_id_foreign" foreign key ("organization_id") references "organizations" ("id") on update cascade on delete cascade;`);
+
+    this.addSql(`alter table "storage_profiles" add constraint "storage_profiles_organization_id_foreign" foreign key ("organization_id") references "organizations" ("id") on update cascade on delete cascade;`);
 
     this.addSql(`alter table "models" add constraint "models_organization_id_foreign" foreign key ("organization_id") references "organizations" ("id") on update cascade on delete cascade;`);
     this.addSql(`alter table "models" add constraint "models_created_by_id_foreign" foreign key ("created_by_id") references "users" ("id") on update cascade on delete set null;`);
