@@ -30,7 +30,10 @@ describe('storage profiles', () => {
   });
 
   beforeAll(async () => {
-    [api, s3] = await Promise.all([startTestApi(), startS3rver()]);
+    // One after the other: with Promise.all, a failing start would leave the other unreferenced
+    // and never closed (an orphaned s3rver process).
+    s3 = await startS3rver();
+    api = await startTestApi();
     const ua = await signUp(api, 'Org A');
     const ub = await signUp(api, 'Org B');
     a = { ...ua, org: localId(ua.orgId, 'Organization', 'orgId') };

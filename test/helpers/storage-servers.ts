@@ -62,6 +62,10 @@ export interface S3Target {
   close(): Promise<void>;
 }
 
+// Test services exit when the test process goes away, even if it is killed before its
+// afterAll runs: their stdin is a pipe from it, which closes then.
+const EXIT_WITH_PARENT = `process.stdin.on('end', () => process.exit(0)); process.stdin.on('error', () => process.exit(0)); process.stdin.resume();`;
+
 // s3rver encrypts its ListObjectsV2 continuation tokens with DES, which OpenSSL 3 (Node 17+) only
 // offers through its legacy provider; in-process, every second page of a listing fails with 500.
 // So it runs as a child with --openssl-legacy-provider (which also keeps its memory out of ours).
@@ -73,7 +77,8 @@ const server = new S3rver({
   vhostBuckets: false, // path-style only: virtual-host buckets would need DNS names
 });
 server.run().then((address) => process.stdout.write('LISTENING ' + address.port + '\\n'));
-process.on('SIGTERM', () => server.close().then(() => process.exit(0)));
+process.on('SIGTERM', () => process.exit(0));
+${EXIT_WITH_PARENT}
 `;
 
 /** s3rver on loopback, one bucket, and an S3Storage pointed at it with 5 MiB parts (so multipart is cheap to reach). */
@@ -81,7 +86,7 @@ export async function startS3rver(): Promise<S3Target> {
   const directory = mkdtempSync(path.join(tmpdir(), 'cvtrain-s3rver-'));
   const bucket = 'cvtrain-test';
   const child = spawn(process.execPath, ['--openssl-legacy-provider', '-e', S3RVER_MAIN], {
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['pipe', 'pipe', 'pipe'],
     env: { ...process.env, S3RVER_PATH: require.resolve('s3rver'), S3RVER_DIR: directory, S3RVER_BUCKET: bucket },
   });
   const port = Number(await waitForLine(child, /LISTENING (\d+)/, 's3rver'));
@@ -135,7 +140,9 @@ async function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise((resolve) => child.once('exit', resolve));
   child.kill('SIGTERM');
+  const killer = setTimeout(() => child.kill('SIGKILL'), 5_000);
   await exited;
+  clearTimeout(killer);
 }
 
 export interface AzureTarget {
@@ -162,9 +169,12 @@ export async function startAzurite(opts: { onDisk?: boolean } = {}): Promise<Azu
   const port = await freePort();
   const location = mkdtempSync(path.join(tmpdir(), 'cvtrain-azurite-'));
   const main = require.resolve('azurite/dist/src/blob/main.js');
-  const args = [main, '--blobHost', '127.0.0.1', '--blobPort', String(port), '--disableTelemetry', '--skipApiVersionCheck', '--loose'];
+  const args = ['--blobHost', '127.0.0.1', '--blobPort', String(port), '--disableTelemetry', '--skipApiVersionCheck', '--loose'];
   args.push(...(opts.onDisk ? ['--location', location] : ['--inMemoryPersistence']));
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: location });
+  // Azurite's CLI entry, loaded after the exit-with-parent hook; it parses argv from index 2,
+  // so the script path goes back where `node -e` leaves none.
+  const wrapper = `${EXIT_WITH_PARENT} process.argv.splice(1, 0, ${JSON.stringify(main)}); require(${JSON.stringify(main)});`;
+  const child = spawn(process.execPath, ['-e', wrapper, '--', ...args], { stdio: ['pipe', 'pipe', 'pipe'], cwd: location });
   await waitForLine(child, /successfully listens/, 'azurite');
   const endpoint = `http://127.0.0.1:${port}/${AZURITE_ACCOUNT}`;
   const container = 'cvtrain-test';
