@@ -4,6 +4,12 @@ import type { Config } from './config.js';
 import type { Sql } from './db/sql.js';
 import { SecretBox } from './lib/secret-box.js';
 import { StorageRegistry } from './storage/index.js';
+import { createPublisher, type Publisher } from './events/publisher.js';
+import { createTopics, type Topics } from './events/topics.js';
+import { Orchestrator } from './orchestrator/orchestrator.js';
+import { PlatformProvider } from './providers/platform.js';
+import { ProviderRegistry } from './providers/registry.js';
+import { createRedis, redisNames, type RedisNames } from './redis.js';
 
 export interface App {
   config: Config;
@@ -16,15 +22,41 @@ export interface App {
    * reach it through src/modules/storage/service.ts, which scopes keys to the organization.
    */
   storage: StorageRegistry;
+  redisNames: RedisNames;
+  /** Pub/sub through Redis: what subscriptions listen to. */
+  topics: Topics;
+  publisher: Publisher;
+  providers: ProviderRegistry;
+  orchestrator: Orchestrator;
+  /** Closes every client this app opened (not the ORM or SQL pool, which the caller owns). */
+  close(): Promise<void>;
 }
 
 export function createApp(config: Config, orm: MikroORM, sql: Sql): App {
+  const redisNamesForApp = redisNames(config.redisPrefix);
+  const topics = createTopics(config.redisUrl);
+  const publisher = createPublisher(topics, redisNamesForApp);
+  const control = createRedis(config, 'control');
+  const providers = new ProviderRegistry().register(new PlatformProvider(config, sql, control));
+  const orchestrator = new Orchestrator(sql, providers, publisher);
+  const storage = new StorageRegistry(config.storage, listeningUrl(config.host, config.port));
   return {
     config,
     orm,
     sql,
     secretBox: new SecretBox(config.secretKeys),
-    storage: new StorageRegistry(config.storage, listeningUrl(config.host, config.port)),
+    storage,
+    redisNames: redisNamesForApp,
+    topics,
+    publisher,
+    providers,
+    orchestrator,
+    async close() {
+      await providers.close();
+      await topics.close();
+      control.disconnect();
+      await storage.close();
+    },
   };
 }
 

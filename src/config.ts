@@ -77,6 +77,17 @@ const envSchema = z.object({
   // "auto": use DATABASE_URL's server, or start an embedded PostgreSQL (PGlite) if none answers.
   CVTRAIN_EMBEDDED_PG: z.enum(['auto', 'always', 'never']).default('auto'),
   CVTRAIN_LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+  // --- gpu-nodes and training ---
+  // Join token gpu-nodes present on /node/v1/*; generated in development like the other secrets.
+  CVTRAIN_NODE_TOKEN: z.string().min(24, 'must be at least 24 characters').optional(),
+  // How often nodes heartbeat, and after how long without one a node counts as OFFLINE and its
+  // sessions are queued again elsewhere (the recovery target is under 15 s).
+  CVTRAIN_NODE_HEARTBEAT_MS: intFrom(200, 60_000).default(2000),
+  CVTRAIN_NODE_OFFLINE_MS: intFrom(500, 600_000).default(6000),
+  // npm start also runs one gpu-node on this machine (0 turns it off).
+  CVTRAIN_LOCAL_GPU_NODE: z.enum(['0', '1', 'true', 'false']).default('1'),
+  // Background workers (event ingester, reaper) in this process; API-only replicas may turn them off.
+  CVTRAIN_WORKERS: z.enum(['0', '1', 'true', 'false']).default('1'),
   // --- storage (src/storage/; README "Storage") ---
   // Backend of the platform's own storage; organizations may bring their own (storage profiles).
   CVTRAIN_STORAGE: z.enum(['local', 's3', 'azure']).default('local'),
@@ -129,6 +140,11 @@ export interface Config {
   dbPoolMax: number;
   embeddedPg: 'auto' | 'always' | 'never';
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
+  nodeToken: string;
+  nodeHeartbeatMs: number;
+  nodeOfflineMs: number;
+  localGpuNode: boolean;
+  workers: boolean;
   storage: StorageSettings;
 }
 
@@ -137,6 +153,7 @@ export const DEFAULT_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/cvtrain'
 interface GeneratedSecrets {
   secretKeys: string;
   jwtSecret: string;
+  nodeToken?: string;
 }
 
 /** Development convenience: secrets made once and kept in the data dir, so the quickstart needs no setup. */
@@ -149,6 +166,7 @@ function loadOrCreateDevSecrets(dataDir: string, warn: (msg: string) => void): G
   const secrets: GeneratedSecrets = {
     secretKeys: `dev1:${randomBytes(32).toString('base64')}`,
     jwtSecret: randomBytes(48).toString('base64url'),
+    nodeToken: randomBytes(24).toString('base64url'),
   };
   writeFileSync(file, JSON.stringify(secrets, null, 2), { mode: 0o600 });
   warn(`generated development secrets in ${file}; set CVTRAIN_SECRET_KEYS and CVTRAIN_JWT_SECRET in production`);
@@ -169,14 +187,27 @@ export function loadConfig(
   const dataDir = path.resolve(e.CVTRAIN_DATA_DIR);
   let secretKeys = e.CVTRAIN_SECRET_KEYS;
   let jwtSecret = e.CVTRAIN_JWT_SECRET;
-  if (!secretKeys || !jwtSecret) {
+  let nodeToken = e.CVTRAIN_NODE_TOKEN;
+  if (!secretKeys || !jwtSecret || !nodeToken) {
     if (e.NODE_ENV === 'production') {
-      const missing = [!secretKeys && 'CVTRAIN_SECRET_KEYS', !jwtSecret && 'CVTRAIN_JWT_SECRET'].filter(Boolean);
+      const missing = [
+        !secretKeys && 'CVTRAIN_SECRET_KEYS',
+        !jwtSecret && 'CVTRAIN_JWT_SECRET',
+        !nodeToken && 'CVTRAIN_NODE_TOKEN',
+      ].filter(Boolean);
       throw new ConfigError(missing.map((name) => `${name}: required when NODE_ENV=production`));
     }
     const dev = loadOrCreateDevSecrets(dataDir, warn);
     secretKeys ??= keyringSchema.parse(dev.secretKeys);
     jwtSecret ??= dev.jwtSecret;
+    if (!nodeToken) {
+      if (!dev.nodeToken) {
+        // Secrets files from before the node token existed get one added.
+        dev.nodeToken = randomBytes(24).toString('base64url');
+        writeFileSync(path.join(dataDir, 'dev-secrets.json'), JSON.stringify(dev, null, 2), { mode: 0o600 });
+      }
+      nodeToken = dev.nodeToken;
+    }
   }
   const graphiql =
     e.CVTRAIN_GRAPHIQL !== undefined
@@ -201,6 +232,11 @@ export function loadConfig(
     dbPoolMax: e.CVTRAIN_DB_POOL_MAX,
     embeddedPg: e.CVTRAIN_EMBEDDED_PG,
     logLevel: e.CVTRAIN_LOG_LEVEL,
+    nodeToken,
+    nodeHeartbeatMs: e.CVTRAIN_NODE_HEARTBEAT_MS,
+    nodeOfflineMs: e.CVTRAIN_NODE_OFFLINE_MS,
+    localGpuNode: e.CVTRAIN_LOCAL_GPU_NODE === '1' || e.CVTRAIN_LOCAL_GPU_NODE === 'true',
+    workers: e.CVTRAIN_WORKERS === '1' || e.CVTRAIN_WORKERS === 'true',
     storage: storageSettings(e, dataDir, warn),
   };
 }
@@ -273,7 +309,6 @@ function devStorageSecret(dataDir: string, warn: (msg: string) => void): string 
   warn(`generated a development storage secret in ${file}; set CVTRAIN_STORAGE_SECRET in production`);
   return dev.storageSecret;
 }
-
 
 /** Application limits that are not per deployment; kept here so they are found in one place. */
 export const limits = {

@@ -1,5 +1,7 @@
-// npm start: the API server (and, in later stages, the background workers and a local gpu-node).
-import { createApp } from './app.js';
+// npm start: the API server, its background workers (event ingester, reaper) and a local gpu-node.
+import { createApp, listeningUrl } from './app.js';
+import { startLocalGpuNode } from './local-node.js';
+import { startWorkers } from './workers.js';
 import { ConfigError, loadConfig } from './config.js';
 import { connectDatabase } from './db/connect.js';
 import { configureLogger, createLogger, errorFields } from './lib/log.js';
@@ -13,6 +15,8 @@ async function main() {
   const db = await connectDatabase(config);
   const app = createApp(config, db.orm, db.sql);
   const server = await startServer(app);
+  const workers = config.workers ? startWorkers(app) : null;
+  const node = config.localGpuNode ? startLocalGpuNode(config, listeningUrl(config.host, server.port)) : null;
 
   let stopping = false;
   const shutdown = async (signal: string) => {
@@ -23,7 +27,12 @@ async function main() {
     const force = setTimeout(() => process.exit(1), 15_000);
     force.unref();
     try {
+      // The node first: its trainers checkpoint and their jobs go back to the queue while the
+      // API can still record it.
+      await node?.stop();
+      await workers?.stop();
       await server.close();
+      await app.close();
       await db.close();
       log.info('stopped cleanly');
       process.exit(0);

@@ -18,6 +18,7 @@ import { schema } from './graphql/schema.js';
 import { AppError, ValidationError } from './lib/errors.js';
 import { createLogger, errorFields } from './lib/log.js';
 import { resolvePrincipal, type Principal } from './modules/orgs/principal.js';
+import { createNodeApiHandler, NODE_API_PREFIX } from './modules/nodes/http.js';
 
 const log = createLogger('server');
 
@@ -57,6 +58,7 @@ export function createGraphQLHandler(app: App) {
         !args.document.definitions.some((d) => d.kind === Kind.OPERATION_DEFINITION && d.operation === 'subscription'),
     }) as Plugin,
     useCSRFPrevention({ requestHeaders: PREFLIGHT_HEADERS }),
+    useRedactRejectedVariables(),
     maxDepthPlugin({ n: config.maxDepth, ignoreIntrospection: true, exposeLimits: true }) as Plugin,
     maxAliasesPlugin({ n: config.maxAliases, exposeLimits: true }) as Plugin,
     usePersistedOperations({
@@ -82,7 +84,9 @@ export function createGraphQLHandler(app: App) {
       error: (...args) => log.error(String(args[0]), args[1] ? errorFields(args[1]) : undefined),
     },
     plugins,
-    context: ({ request }) => createRequestContext(app, { principal: principalFor(request) }),
+    // Websocket operations arrive without a Request: their context is built in onSubscribe below.
+    context: ({ request }) =>
+      request ? createRequestContext(app, { principal: principalFor(request) }) : ({} as RequestContext),
   });
   return { yoga, persisted };
 }
@@ -93,6 +97,8 @@ export async function startServer(app: App, opts: { port?: number; host?: string
 
   const local = app.storage.local;
   const storageHandler = local ? createLocalStorageHandler(local, { maxUploadBytes: config.storage.maxUploadBytes }) : null;
+
+  const nodeApi = createNodeApiHandler(app);
 
   const httpServer = http.createServer((req, res) => {
     const url = req.url ?? '/';
@@ -112,6 +118,11 @@ export async function startServer(app: App, opts: { port?: number; host?: string
       res.writeHead(408, { connection: 'close' }).end();
     }, 30_000);
     res.once('close', () => clearTimeout(slow));
+    // The gpu-node API (/node/v1/...): join-token authenticated JSON, small bodies.
+    if (url.startsWith(NODE_API_PREFIX)) {
+      void nodeApi(req, res);
+      return;
+    }
     if (req.method === 'POST') {
       const length = req.headers['content-length'];
       // Bodies must declare their length so an oversized one is refused before it is read.
@@ -222,6 +233,46 @@ function exposeExpectedErrors(error: unknown, message: string, isDev?: boolean):
     });
   }
   return maskError(error, message, isDev);
+}
+
+/**
+ * graphql-js quotes a rejected variable's value in its error ("got invalid value \"...\""). A
+ * secret typed into the wrong field (a password where an email goes) would come back in the
+ * response, so the quoted value is cut out; the path and the reason stay.
+ */
+function useRedactRejectedVariables(): Plugin {
+  // Keeps the variable, the path and the reason (field and type names); drops the quoted values.
+  const redact = (message: string) => {
+    const [head, ...reasons] = message.split('; ');
+    const variable = /^Variable "\$[^"]+"/.exec(head)?.[0] ?? 'A variable';
+    const at = / at "[^"]+"/.exec(head)?.[0] ?? '';
+    const reason = reasons
+      .join('; ')
+      .replace(/(value)\s*:.*$/s, '$1')
+      .replace(/, found .*$/s, '');
+    return `${variable} got invalid value${at}${reason ? `; ${reason}` : ''}`;
+  };
+  const fix = (result: { errors?: readonly GraphQLError[] }) =>
+    result.errors?.some((e) => e.message.includes('got invalid value'))
+      ? {
+          ...result,
+          errors: result.errors.map((e) =>
+            e.message.includes('got invalid value')
+              ? new GraphQLError(redact(e.message), { nodes: e.nodes, path: e.path, extensions: e.extensions })
+              : e,
+          ),
+        }
+      : null;
+  return {
+    onExecute: () => ({
+      onExecuteDone: ({ result, setResult }) => {
+        if (result && typeof result === 'object' && !(Symbol.asyncIterator in result)) {
+          const fixed = fix(result as { errors?: readonly GraphQLError[] });
+          if (fixed) setResult(fixed as never);
+        }
+      },
+    }),
+  };
 }
 
 function refuse(res: http.ServerResponse, status: number, message: string) {

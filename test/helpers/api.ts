@@ -10,6 +10,7 @@ import { dropDatabase, ensureDatabase, initOrm, migrateUp } from '../../src/db/o
 import { createSqlPool } from '../../src/db/sql.js';
 import { configureLogger } from '../../src/lib/log.js';
 import { startServer } from '../../src/server.js';
+import { startWorkers, type Workers } from '../../src/workers.js';
 
 export const PG_BASE = process.env.CVTRAIN_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432';
 
@@ -26,6 +27,7 @@ export interface TestApi {
   orm: MikroORM;
   dbUrl: string;
   dataDir: string;
+  workers: Workers | null;
   gql<T = any>(query: string, variables?: Record<string, unknown>, token?: string | null): Promise<GqlResponse<T>>;
   close(): Promise<void>;
 }
@@ -40,7 +42,7 @@ export function testSecrets() {
 }
 
 export async function startTestApi(
-  opts: { env?: Record<string, string>; onQuery?: (sql: string) => void } = {},
+  opts: { env?: Record<string, string>; onQuery?: (sql: string) => void; workers?: boolean } = {},
 ): Promise<TestApi> {
   const dbName = `cvtrain_test_${process.pid}_${randomBytes(4).toString('hex')}`;
   const dbUrl = `${PG_BASE}/${dbName}`;
@@ -62,6 +64,7 @@ export async function startTestApi(
   const sql = createSqlPool(dbUrl, 5, opts.onQuery);
   const app = createApp(config, orm, sql);
   const server = await startServer(app, { port: 0, host: '127.0.0.1' });
+  const workers = opts.workers ? startWorkers(app) : null;
   return {
     url: server.url,
     app,
@@ -69,8 +72,11 @@ export async function startTestApi(
     dbUrl,
     dataDir,
     gql: (query, variables, token) => gql(server.url, query, variables, token),
+    workers,
     async close() {
+      await workers?.stop();
       await server.close();
+      await app.close();
       await sql.close();
       await orm.close(true);
       await dropDatabase(dbUrl);

@@ -45,6 +45,8 @@ export const DatasetVersion = defineEntity({
     format: p.enum(DATASET_FORMATS as unknown as DatasetFormat[]),
     filename: p.string().length(255),
     archiveKey: p.string().length(1024),
+    // Which storage holds the archive: an organization's storage profile, or null for the platform's.
+    storageProfileId: p.uuid().nullable(),
     sha256: p.string().length(64).nullable(),
     sizeBytes: p.bigint('number').nullable(),
     classNames: p.json<string[]>().nullable(),

@@ -9,8 +9,8 @@ export interface GpuInfo {
   index: number;
   name: string;
   uuid: string | null;
-  memoryTotalMiB: number;
-  memoryUsedMiB: number;
+  memoryTotalMiB: number | null;
+  memoryUsedMiB: number | null;
   utilizationPct: number | null;
   temperatureC: number | null;
   powerW: number | null;

@@ -1,6 +1,7 @@
 import { builder } from '../../graphql/builder.js';
 import { NODE_STATUSES, type GpuInfo } from './entity.js';
 import type { GpuNodeRecord } from './service.js';
+import { reviveDates } from '../../events/publisher.js';
 
 const NodeStatusEnum = builder.enumType('GpuNodeStatus', { values: NODE_STATUSES });
 
@@ -9,8 +10,8 @@ const GpuRef = builder.objectRef<GpuInfo>('Gpu').implement({
     index: t.exposeInt('index'),
     name: t.exposeString('name'),
     uuid: t.exposeString('uuid', { nullable: true }),
-    memoryTotalMiB: t.exposeInt('memoryTotalMiB'),
-    memoryUsedMiB: t.exposeInt('memoryUsedMiB'),
+    memoryTotalMiB: t.exposeInt('memoryTotalMiB', { nullable: true }),
+    memoryUsedMiB: t.exposeInt('memoryUsedMiB', { nullable: true }),
     utilizationPct: t.exposeFloat('utilizationPct', { nullable: true }),
     temperatureC: t.exposeFloat('temperatureC', { nullable: true }),
     powerW: t.exposeFloat('powerW', { nullable: true }),
@@ -33,4 +34,21 @@ export const GpuNodeRef = builder.objectRef<GpuNodeRecord>('GpuNode').implement(
 
 builder.queryFields((t) => ({
   gpuNodes: t.field({ type: [GpuNodeRef], resolve: (_r, _a, ctx) => ctx.services.nodes.list() }),
+}));
+
+builder.subscriptionFields((t) => ({
+  gpuNodeUpdated: t.field({
+    type: GpuNodeRef,
+    description: 'Every registration, heartbeat and status change of a platform GPU node.',
+    subscribe: async function* (_r, _a, ctx) {
+      await ctx.requirePrincipal();
+      const live = await ctx.app.topics.subscribe<GpuNodeRecord>(ctx.app.redisNames.nodesTopic);
+      try {
+        for await (const node of live) yield reviveDates(node, ['lastHeartbeatAt', 'createdAt']);
+      } finally {
+        await live.return();
+      }
+    },
+    resolve: (node) => node,
+  }),
 }));

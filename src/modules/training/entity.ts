@@ -64,6 +64,8 @@ export const TrainingSession = defineEntity({
     // The last ingested event of the current attempt: replays at or below it are dropped.
     lastEventSeq: p.integer().default(0),
     nodeId: p.string().length(128).nullable(),
+    // Where checkpoints and artifacts go: the organization's default storage when the session began.
+    storageProfileId: p.uuid().nullable(),
     lastCheckpointKey: p.string().length(1024).nullable(),
     cancelRequestedAt: p.datetime().nullable(),
     errorMessage: p.text().nullable(),

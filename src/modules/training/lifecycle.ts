@@ -1,11 +1,14 @@
-// The one place session statuses change. Everything else asks `assertTransition`/`applyTransition`,
-// so an impossible move (COMPLETED -> RUNNING) fails loudly instead of corrupting a session.
+// The one place session statuses change. Services, the event ingester, the orchestrator, the
+// node API and the reaper all call `transition`, so an impossible move (COMPLETED -> RUNNING)
+// fails loudly instead of corrupting a session, and every change stamps the same timestamps.
+import type { SqlQuery } from '../../db/sql.js';
 import { ConflictError } from '../../lib/errors.js';
-import type { ITrainingSession, SessionStatus } from './entity.js';
+import type { SessionStatus } from './entity.js';
+import { SESSION_COLUMNS, sessionFromRow, type SessionRow, type TrainingSessionRecord } from './records.js';
 
 const allowed: Record<SessionStatus, readonly SessionStatus[]> = {
   PENDING: ['QUEUED', 'FAILED', 'CANCELLED'],
-  QUEUED: ['RUNNING', 'FAILED', 'CANCELLED', 'PENDING'],
+  QUEUED: ['RUNNING', 'FAILED', 'CANCELLED'],
   RUNNING: ['COMPLETED', 'FAILED', 'CANCELLED', 'PREEMPTED', 'PAUSED_BUDGET', 'QUEUED'],
   PREEMPTED: ['QUEUED', 'FAILED', 'CANCELLED'],
   PAUSED_BUDGET: ['QUEUED', 'CANCELLED'],
@@ -22,16 +25,69 @@ export function canTransition(from: SessionStatus, to: SessionStatus): boolean {
 }
 
 export function assertTransition(from: SessionStatus, to: SessionStatus): void {
-  if (!canTransition(from, to)) {
-    throw new ConflictError(`A ${from} training session cannot become ${to}`);
-  }
+  if (!canTransition(from, to)) throw new ConflictError(`A ${from} training session cannot become ${to}`);
 }
 
-/** Moves an entity to a new status and stamps the matching timestamp. The caller flushes. */
-export function applyTransition(session: ITrainingSession, to: SessionStatus, at = new Date()): void {
-  assertTransition(session.status, to);
-  session.status = to;
-  if (to === 'QUEUED') session.queuedAt = at;
-  if (to === 'RUNNING' && !session.startedAt) session.startedAt = at;
-  if (TERMINAL_STATUSES.includes(to)) session.finishedAt = at;
+// Columns a transition may set besides status; keys are fixed here so callers cannot inject SQL.
+const SETTABLE = {
+  attempt: 'attempt',
+  retriesUsed: 'retries_used',
+  lastEventSeq: 'last_event_seq',
+  nodeId: 'node_id',
+  provider: 'provider',
+  externalJobId: 'external_job_id',
+  computeProfileId: 'compute_profile_id',
+  lastCheckpointKey: 'last_checkpoint_key',
+  cancelRequestedAt: 'cancel_requested_at',
+  errorMessage: 'error_message',
+  errorExitCode: 'error_exit_code',
+  errorStderrTail: 'error_stderr_tail',
+  attempts: 'attempts',
+} as const;
+
+export type TransitionSet = Partial<Record<keyof typeof SETTABLE, unknown>>;
+
+export interface TransitionOptions {
+  /** Only act when the session is still on this attempt (events and claims of a stale attempt do nothing). */
+  attempt?: number;
+  /** Only act from these statuses; otherwise any status the rules allow. */
+  from?: readonly SessionStatus[];
+  set?: TransitionSet;
+}
+
+/**
+ * Locks the row, checks the move, applies it with its timestamps and returns the new record,
+ * or null when the session is gone, on another attempt, or not in `from`. A move the rules
+ * forbid throws ConflictError. Call inside a transaction.
+ */
+export async function transition(
+  tx: SqlQuery,
+  sessionId: string,
+  to: SessionStatus,
+  opts: TransitionOptions = {},
+): Promise<TrainingSessionRecord | null> {
+  const [current] = await tx.query<{ status: SessionStatus; attempt: number }>(
+    'select status, attempt from training_sessions where id = ? for update',
+    [sessionId],
+  );
+  if (!current) return null;
+  if (opts.attempt !== undefined && current.attempt !== opts.attempt) return null;
+  if (opts.from && !opts.from.includes(current.status)) return null;
+  assertTransition(current.status, to);
+  const sets: string[] = ['status = ?', 'updated_at = now()'];
+  const params: unknown[] = [to];
+  if (to === 'QUEUED') sets.push('queued_at = now()');
+  if (to === 'RUNNING') sets.push('started_at = coalesce(started_at, now())');
+  if (TERMINAL_STATUSES.includes(to)) sets.push('finished_at = now()');
+  for (const [key, value] of Object.entries(opts.set ?? {})) {
+    const column = SETTABLE[key as keyof typeof SETTABLE];
+    if (!column) throw new Error(`transition cannot set ${key}`);
+    sets.push(`${column} = ?`);
+    params.push(key === 'attempts' ? JSON.stringify(value) : value);
+  }
+  const [row] = await tx.query<SessionRow>(
+    `update training_sessions set ${sets.join(', ')} where id = ? returning ${SESSION_COLUMNS}`,
+    [...params, sessionId],
+  );
+  return sessionFromRow(row);
 }

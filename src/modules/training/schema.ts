@@ -7,6 +7,8 @@ import { ModelRef } from '../models/schema.js';
 import { AMP_MODES, EXPORT_FORMATS, OPTIMIZERS } from './config.js';
 import { ARTIFACT_KINDS, SESSION_STATUSES, type SessionAttempt } from './entity.js';
 import type { ArtifactRecord, EpochMetricRecord, TrainingSessionRecord } from './service.js';
+import { epochUpdates, sessionUpdates } from './subscriptions.js';
+import { ValidationError } from '../../lib/errors.js';
 
 export const SessionStatusEnum = builder.enumType('TrainingSessionStatus', { values: SESSION_STATUSES });
 const ArtifactKindEnum = builder.enumType('ArtifactKind', { values: ARTIFACT_KINDS });
@@ -36,12 +38,15 @@ const AttemptRef = builder.objectRef<SessionAttempt>('TrainingAttempt').implemen
 });
 
 const ProgressRef = builder
-  .objectRef<{ epoch: number; totalEpochs: number }>('TrainingProgress')
+  .objectRef<{ epoch: number; totalEpochs: number; fraction: number }>('TrainingProgress')
   .implement({
     fields: (t) => ({
       epoch: t.exposeInt('epoch', { description: 'Epochs completed.' }),
       totalEpochs: t.exposeInt('totalEpochs'),
-      fraction: t.float({ resolve: (p) => (p.totalEpochs > 0 ? Math.min(1, p.epoch / p.totalEpochs) : 0) }),
+      fraction: t.float({
+        description: 'Share of all training batches done (moves within an epoch too).',
+        resolve: (p) => Math.min(1, Math.max(p.fraction, p.totalEpochs > 0 ? p.epoch / p.totalEpochs : 0)),
+      }),
     }),
   });
 
@@ -100,7 +105,7 @@ builder.node(TrainingSessionRef, {
     attempts: t.field({ type: [AttemptRef], resolve: (s) => s.attempts }),
     progress: t.field({
       type: ProgressRef,
-      resolve: (s) => ({ epoch: s.currentEpoch, totalEpochs: s.totalEpochs }),
+      resolve: (s) => ({ epoch: s.currentEpoch, totalEpochs: s.totalEpochs, fraction: s.progressFraction }),
     }),
     epochs: t.connection({
       type: EpochMetricRef,
@@ -119,6 +124,8 @@ builder.node(TrainingSessionRef, {
       resolve: (s) =>
         s.errorMessage ? { message: s.errorMessage, exitCode: s.errorExitCode, stderrTail: s.errorStderrTail } : null,
     }),
+    cancelRequested: t.boolean({ resolve: (s) => s.cancelRequestedAt !== null }),
+    attempt: t.exposeInt('attempt', { description: 'How many times the session has been handed to a provider.' }),
     estimatedCostUsd: t.exposeFloat('estimatedCostUsd', { nullable: true }),
     costUsd: t.exposeFloat('costUsd', { nullable: true }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
@@ -202,10 +209,37 @@ builder.mutationFields((t) => ({
           : null,
       }),
   }),
+  resumeTrainingSession: t.field({
+    type: TrainingSessionRef,
+    args: { id: t.arg.id() },
+    errors: { types: E.writeById, dataField: { name: 'trainingSession' } },
+    resolve: (_r, { id }, ctx) => ctx.services.training.resume(localId(String(id), 'TrainingSession', 'id')),
+  }),
   cancelTrainingSession: t.field({
     type: TrainingSessionRef,
     args: { id: t.arg.id() },
     errors: { types: E.writeById, dataField: { name: 'trainingSession' } },
     resolve: (_r, { id }, ctx) => ctx.services.training.cancel(localId(String(id), 'TrainingSession', 'id')),
+  }),
+}));
+
+builder.subscriptionFields((t) => ({
+  trainingSessionUpdated: t.field({
+    type: TrainingSessionRef,
+    description: 'The session now, then each change (status, progress, attempts, cost) until it ends.',
+    args: { id: t.arg.id() },
+    subscribe: (_r, { id }, ctx) => sessionUpdates(ctx, localId(String(id), 'TrainingSession', 'id')),
+    resolve: (session) => session,
+  }),
+  trainingEpochs: t.field({
+    type: EpochMetricRef,
+    description:
+      'Stored epochs after sinceEpoch (all when null), then live ones as they finish: no gap, no duplicate. Ends when the session does.',
+    args: { sessionId: t.arg.id(), sinceEpoch: t.arg.int({ required: false }) },
+    subscribe: (_r, { sessionId, sinceEpoch }, ctx) => {
+      if (sinceEpoch != null && sinceEpoch < 0) throw new ValidationError('sinceEpoch', 'must be at least 0');
+      return epochUpdates(ctx, localId(String(sessionId), 'TrainingSession', 'sessionId'), sinceEpoch ?? 0);
+    },
+    resolve: (epoch) => epoch,
   }),
 }));

@@ -17,34 +17,18 @@ import {
   type SessionAttempt,
   type SessionStatus,
 } from './entity.js';
-import { applyTransition } from './lifecycle.js';
+import { TERMINAL_STATUSES, transition } from './lifecycle.js';
+import { Orchestrator } from '../../orchestrator/orchestrator.js';
+import { resolveOrgStorage } from '../storage/service.js';
+import {
+  SESSION_COLUMNS,
+  sessionFromRow,
+  sessionRecord,
+  type SessionRow,
+  type TrainingSessionRecord,
+} from './records.js';
+export type { TrainingSessionRecord } from './records.js';
 import type { Provider } from '../compute/entity.js';
-
-export interface TrainingSessionRecord {
-  id: string;
-  organizationId: string;
-  modelId: string;
-  datasetVersionId: string;
-  computeProfileId: string | null;
-  createdById: string | null;
-  status: SessionStatus;
-  config: StoredTrainingConfig;
-  provider: Provider | null;
-  externalJobId: string | null;
-  attempts: SessionAttempt[];
-  currentEpoch: number;
-  totalEpochs: number;
-  errorMessage: string | null;
-  errorExitCode: number | null;
-  errorStderrTail: string | null;
-  estimatedCostUsd: number | null;
-  costUsd: number | null;
-  createdAt: Date;
-  updatedAt: Date;
-  queuedAt: Date | null;
-  startedAt: Date | null;
-  finishedAt: Date | null;
-}
 
 export interface EpochMetricRecord {
   id: string;
@@ -63,94 +47,6 @@ export interface ArtifactRecord {
   sha256: string;
   createdAt: Date;
 }
-
-export function sessionRecord(s: ITrainingSession): TrainingSessionRecord {
-  return {
-    id: s.id,
-    organizationId: s.organization.id,
-    modelId: s.model.id,
-    datasetVersionId: s.datasetVersion.id,
-    computeProfileId: s.computeProfile?.id ?? null,
-    createdById: s.createdBy?.id ?? null,
-    status: s.status,
-    config: s.config as unknown as StoredTrainingConfig,
-    provider: s.provider ?? null,
-    externalJobId: s.externalJobId ?? null,
-    attempts: s.attempts,
-    currentEpoch: s.currentEpoch,
-    totalEpochs: s.totalEpochs,
-    errorMessage: s.errorMessage ?? null,
-    errorExitCode: s.errorExitCode ?? null,
-    errorStderrTail: s.errorStderrTail ?? null,
-    estimatedCostUsd: s.estimatedCostUsd == null ? null : Number(s.estimatedCostUsd),
-    costUsd: s.costUsd == null ? null : Number(s.costUsd),
-    createdAt: s.createdAt,
-    updatedAt: s.updatedAt,
-    queuedAt: s.queuedAt ?? null,
-    startedAt: s.startedAt ?? null,
-    finishedAt: s.finishedAt ?? null,
-  };
-}
-
-// Raw rows of training_sessions, for the hot list path below.
-interface SessionRow {
-  id: string;
-  organization_id: string;
-  model_id: string;
-  dataset_version_id: string;
-  compute_profile_id: string | null;
-  created_by_id: string | null;
-  status: SessionStatus;
-  config: StoredTrainingConfig;
-  provider: Provider | null;
-  external_job_id: string | null;
-  attempts: SessionAttempt[];
-  current_epoch: number;
-  total_epochs: number;
-  error_message: string | null;
-  error_exit_code: number | null;
-  error_stderr_tail: string | null;
-  estimated_cost_usd: number | null;
-  cost_usd: number | null;
-  created_at: Date;
-  updated_at: Date;
-  queued_at: Date | null;
-  started_at: Date | null;
-  finished_at: Date | null;
-}
-
-function sessionFromRow(r: SessionRow): TrainingSessionRecord {
-  return {
-    id: r.id,
-    organizationId: r.organization_id,
-    modelId: r.model_id,
-    datasetVersionId: r.dataset_version_id,
-    computeProfileId: r.compute_profile_id,
-    createdById: r.created_by_id,
-    status: r.status,
-    config: r.config,
-    provider: r.provider,
-    externalJobId: r.external_job_id,
-    attempts: r.attempts,
-    currentEpoch: r.current_epoch,
-    totalEpochs: r.total_epochs,
-    errorMessage: r.error_message,
-    errorExitCode: r.error_exit_code,
-    errorStderrTail: r.error_stderr_tail,
-    estimatedCostUsd: r.estimated_cost_usd,
-    costUsd: r.cost_usd,
-    createdAt: new Date(r.created_at),
-    updatedAt: new Date(r.updated_at),
-    queuedAt: r.queued_at && new Date(r.queued_at),
-    startedAt: r.started_at && new Date(r.started_at),
-    finishedAt: r.finished_at && new Date(r.finished_at),
-  };
-}
-
-const SESSION_COLUMNS =
-  'id, organization_id, model_id, dataset_version_id, compute_profile_id, created_by_id, status, config, provider, ' +
-  'external_job_id, attempts, current_epoch, total_epochs, error_message, error_exit_code, error_stderr_tail, ' +
-  'estimated_cost_usd, cost_usd, created_at, updated_at, queued_at, started_at, finished_at';
 
 const trainInput = z.object({
   datasetVersionId: z.string(),
@@ -292,6 +188,17 @@ export class TrainingService {
     };
   }
 
+  /** Every stored epoch after `afterEpoch`, in order (the replay of the trainingEpochs subscription). */
+  async epochsAfter(sessionId: string, afterEpoch: number): Promise<EpochMetricRecord[]> {
+    const me = await this.ctx.requirePrincipal();
+    const rows = await this.sql.query<{ id: string; session_id: string; epoch: number; metrics: Record<string, unknown>; created_at: Date }>(
+      `select id, session_id, epoch, metrics, created_at from epoch_metrics
+       where organization_id = ? and session_id = ? and epoch > ? order by epoch`,
+      [me.orgId, sessionId, afterEpoch],
+    );
+    return rows.map((r) => ({ id: r.id, sessionId: r.session_id, epoch: r.epoch, metrics: r.metrics, createdAt: new Date(r.created_at) }));
+  }
+
   async artifacts(sessionId: string): Promise<ArtifactRecord[]> {
     await this.ctx.requirePrincipal();
     const rows = await this.ctx.em.find(Artifact, { session: sessionId }, { orderBy: { createdAt: 'asc' } });
@@ -336,42 +243,83 @@ export class TrainingService {
           : `object detection needs a YOLO or COCO dataset, not ${version.format}`,
       );
     }
-    let profileId: string | null = data.computeProfileId ?? null;
-    if (profileId) {
-      if (!(await this.ctx.services.compute.get(profileId))) throw new NotFoundError('ComputeProfile', profileId);
-    } else {
-      profileId = (await this.ctx.services.compute.defaultProfile())?.id ?? null;
-    }
     const config = normalizeTrainingConfig(data.config, model);
+    // Where it would run is decided before anything is stored: when no candidate can take the
+    // session (limits, no capacity, provider unavailable) the caller gets a typed error and no row.
+    const orchestrator = this.ctx.app.orchestrator;
+    const profile = await orchestrator.resolveProfile(me.orgId, data.computeProfileId ?? null);
+    const candidates = await orchestrator.plan(me.orgId, profile);
+    Orchestrator.assertSomeViable(candidates);
     const session = em.create(TrainingSession, {
       organization: em.getReference(Organization, me.orgId),
       createdBy: me.userId ? em.getReference(User, me.userId) : null,
       model: em.getReference(Model, model.id),
       datasetVersion: version,
-      computeProfile: profileId ? em.getReference(ComputeProfile, profileId) : null,
+      computeProfile: profile.id ? em.getReference(ComputeProfile, profile.id) : null,
       status: 'PENDING',
       config: config as unknown as Record<string, unknown>,
       attempts: [],
       totalEpochs: config.epochs,
+      // Checkpoints and artifacts go to the organization's storage as it is now.
+      storageProfileId: (await resolveOrgStorage(this.ctx.app, em, me.orgId)).profileId,
     });
     await em.flush();
-    return sessionRecord(session);
+    return orchestrator.start(session.id, candidates);
   }
 
+  /**
+   * Waiting sessions are cancelled at once; a running one is asked to stop (its trainer
+   * checkpoints and exits) and becomes CANCELLED when its node reports the stop, or when the node
+   * is gone. The returned session shows cancelRequested while that happens.
+   */
   async cancel(id: string): Promise<TrainingSessionRecord> {
-    await this.ctx.requireRole('MEMBER', 'Cancelling training');
-    const em = this.ctx.em;
-    const session = await em.findOne(TrainingSession, { id });
-    if (!session) throw new NotFoundError('TrainingSession', id);
-    if (session.status !== 'PENDING') {
-      // Queued and running sessions are stopped through their provider, which needs the
-      // orchestrator; until then only sessions that have not left PENDING can be cancelled here.
-      throw new ConflictError(`A ${session.status} session cannot be cancelled yet`);
+    const me = await this.ctx.requireRole('MEMBER', 'Cancelling training');
+    const session = await this.byId.load(id);
+    if (!session || session.organizationId !== me.orgId) throw new NotFoundError('TrainingSession', id);
+    const { orchestrator, publisher } = this.ctx.app;
+    if (TERMINAL_STATUSES.includes(session.status)) {
+      throw new ConflictError(`The session is already ${session.status}`);
     }
-    applyTransition(session, 'CANCELLED');
-    await em.flush();
+    const updated = await this.sql.transaction(async (tx) => {
+      if (session.status === 'RUNNING') {
+        const [row] = await tx.query<SessionRow>(
+          `update training_sessions set cancel_requested_at = coalesce(cancel_requested_at, now()), updated_at = now()
+           where id = ? and status = 'RUNNING' returning ${SESSION_COLUMNS}`,
+          [id],
+        );
+        if (row) return sessionFromRow(row);
+      }
+      return transition(tx, id, 'CANCELLED', { set: { cancelRequestedAt: new Date() } });
+    });
+    if (!updated) throw new NotFoundError('TrainingSession', id);
+    await orchestrator.cancelAtProvider(updated);
+    this.byId.clear(id).prime(id, updated);
+    publisher.sessionChanged(updated);
+    return updated;
+  }
+
+  /** A session paused by its budget, or preempted, runs again from its last checkpoint. */
+  async resume(id: string): Promise<TrainingSessionRecord> {
+    const me = await this.ctx.requireRole('MEMBER', 'Resuming training');
+    const session = await this.byId.load(id);
+    if (!session || session.organizationId !== me.orgId) throw new NotFoundError('TrainingSession', id);
+    if (session.status !== 'PAUSED_BUDGET' && session.status !== 'PREEMPTED') {
+      throw new ConflictError(`Only PAUSED_BUDGET or PREEMPTED sessions can be resumed; this one is ${session.status}`);
+    }
+    const { orchestrator } = this.ctx.app;
+    const requeued = await this.sql.transaction(async (tx) => {
+      if (session.status === 'PAUSED_BUDGET') {
+        const pre = await transition(tx, id, 'QUEUED', {
+          from: ['PAUSED_BUDGET'],
+          set: { attempt: session.attempt + 1, lastEventSeq: 0, nodeId: null },
+        });
+        return pre;
+      }
+      return orchestrator.requeueInTx(tx, session, 'resumed by a user');
+    });
+    if (!requeued) throw new ConflictError('The session changed meanwhile; look at it again');
+    await orchestrator.submitQueued(requeued);
     this.byId.clear(id);
-    return sessionRecord(session);
+    return (await this.byId.load(id))!;
   }
 }
-

@@ -1,0 +1,84 @@
+// Live training progress. Each subscription subscribes to its topic before reading the database,
+// then drops live messages the replay already covered: no gap, no duplicate.
+import { Repeater } from 'graphql-yoga';
+import type { RequestContext } from '../../graphql/context.js';
+import { reviveDates } from '../../events/publisher.js';
+import { NotFoundError } from '../../lib/errors.js';
+import { TERMINAL_STATUSES } from './lifecycle.js';
+import type { TrainingSessionRecord } from './records.js';
+import type { EpochMetricRecord } from './service.js';
+
+const SESSION_DATES = ['createdAt', 'updatedAt', 'queuedAt', 'startedAt', 'finishedAt', 'cancelRequestedAt'] as const;
+
+export function reviveSession(s: TrainingSessionRecord): TrainingSessionRecord {
+  return reviveDates(s, SESSION_DATES);
+}
+
+async function authorizedSession(ctx: RequestContext, sessionId: string): Promise<TrainingSessionRecord> {
+  await ctx.requirePrincipal();
+  const session = await ctx.services.training.get(sessionId);
+  // Another organization's session looks exactly like a missing one.
+  if (!session) throw new NotFoundError('TrainingSession', sessionId);
+  return session;
+}
+
+/** The session now, then every change, until it reaches a final status. */
+export async function* sessionUpdates(ctx: RequestContext, sessionId: string): AsyncGenerator<TrainingSessionRecord> {
+  const first = await authorizedSession(ctx, sessionId);
+  const live = await ctx.app.topics.subscribe<TrainingSessionRecord>(ctx.app.redisNames.sessionTopic(sessionId));
+  try {
+    // Read again after subscribing: a change between the first read and the subscription is not lost.
+    ctx.services.training.byId.clear(sessionId);
+    let current = (await ctx.services.training.get(sessionId)) ?? first;
+    yield current;
+    if (TERMINAL_STATUSES.includes(current.status)) return;
+    for await (const raw of live) {
+      const next = reviveSession(raw);
+      // Updates can only move forward in time; an older snapshot (a late duplicate) is skipped.
+      if (next.updatedAt.getTime() < current.updatedAt.getTime()) continue;
+      current = next;
+      yield current;
+      if (TERMINAL_STATUSES.includes(current.status)) return;
+    }
+  } finally {
+    await live.return();
+  }
+}
+
+/**
+ * Stored epochs after `sinceEpoch`, then live ones, each exactly once, in epoch order; ends after
+ * the session reaches a final status (every epoch is published before the status that ends it).
+ */
+export async function* epochUpdates(
+  ctx: RequestContext,
+  sessionId: string,
+  sinceEpoch: number,
+): AsyncGenerator<EpochMetricRecord> {
+  await authorizedSession(ctx, sessionId);
+  const { topics, redisNames } = ctx.app;
+  const epochs = await topics.subscribe<EpochMetricRecord>(redisNames.epochsTopic(sessionId));
+  const sessions = await topics.subscribe<TrainingSessionRecord>(redisNames.sessionTopic(sessionId));
+  try {
+    let last = sinceEpoch;
+    const stored = await ctx.services.training.epochsAfter(sessionId, last);
+    for (const e of stored) {
+      yield e;
+      last = e.epoch;
+    }
+    ctx.services.training.byId.clear(sessionId);
+    const now = await ctx.services.training.get(sessionId);
+    if (!now || TERMINAL_STATUSES.includes(now.status)) return;
+    for await (const item of Repeater.merge([epochs, sessions])) {
+      if ('status' in item) {
+        if (TERMINAL_STATUSES.includes((item as TrainingSessionRecord).status)) return;
+        continue;
+      }
+      const e = reviveDates(item as EpochMetricRecord, ['createdAt']);
+      if (e.epoch <= last) continue;
+      last = e.epoch;
+      yield e;
+    }
+  } finally {
+    await Promise.allSettled([epochs.return(), sessions.return()]);
+  }
+}

@@ -1,0 +1,72 @@
+// Periodic recovery: nodes that stopped heartbeating become OFFLINE, and their running sessions
+// are queued again on a new attempt (resuming from the last uploaded checkpoint), or cancelled
+// when a cancel was pending.
+import type { App } from '../app.js';
+import { createLogger, errorFields } from '../lib/log.js';
+import { transition } from '../modules/training/lifecycle.js';
+import { NodeRegistry } from '../modules/nodes/registry.js';
+import { SESSION_COLUMNS, sessionFromRow, type SessionRow, type TrainingSessionRecord } from '../modules/training/records.js';
+
+const log = createLogger('reaper');
+
+// How often to look; recovery time is about the offline window plus this.
+export const REAPER_INTERVAL_MS = 1000;
+
+export class Reaper {
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+  private readonly registry: NodeRegistry;
+
+  constructor(private readonly app: App) {
+    this.registry = new NodeRegistry(app);
+  }
+
+  start(): void {
+    this.timer = setInterval(() => {
+      if (!this.running) this.running = this.tick().finally(() => (this.running = null));
+    }, REAPER_INTERVAL_MS);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    await this.running;
+  }
+
+  async tick(): Promise<void> {
+    try {
+      const lost = await this.registry.markSilentOffline();
+      for (const n of lost) log.warn('gpu-node went silent; marking it OFFLINE', { nodeId: n.id });
+      // Also sessions left on nodes found OFFLINE earlier (an API restart between the two steps).
+      const orphans = await this.app.sql.query<SessionRow>(
+        `select ${SESSION_COLUMNS} from training_sessions
+         where status = 'RUNNING' and provider = 'PLATFORM'
+           and (node_id is null or node_id in (select id from gpu_nodes where status = 'OFFLINE'))
+           and updated_at < now() - (? * interval '1 millisecond')`,
+        [this.app.config.nodeOfflineMs],
+      );
+      for (const row of orphans) await this.recover(sessionFromRow(row));
+    } catch (err) {
+      log.warn('reaper round failed', errorFields(err));
+    }
+  }
+
+  private async recover(session: TrainingSessionRecord) {
+    const { orchestrator, publisher } = this.app;
+    const result = await this.app.sql.transaction(async (tx) => {
+      if (session.cancelRequestedAt) {
+        return { session: await transition(tx, session.id, 'CANCELLED', { attempt: session.attempt, from: ['RUNNING'] }), requeued: false };
+      }
+      const requeued = await orchestrator.requeueInTx(tx, session, `gpu-node ${session.nodeId ?? '?'} stopped heartbeating`);
+      return { session: requeued, requeued: true };
+    });
+    if (!result.session) return;
+    log.info(result.requeued ? 'queued a session of a lost node again' : 'cancelled a session of a lost node', {
+      sessionId: session.id,
+      attempt: result.session.attempt,
+    });
+    publisher.sessionChanged(result.session);
+    if (result.requeued) await orchestrator.submitQueued(result.session);
+  }
+}

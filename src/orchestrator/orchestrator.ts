@@ -1,0 +1,320 @@
+// Decides where a session runs and hands it to a provider: profile (given, the organization's
+// default, or the implicit platform one) -> candidates by strategy -> checks -> submit, recording
+// every attempt on the session. Also queues sessions again (resume after a lost node, a give-back
+// or a retry) and cancels them.
+import type { Sql, SqlQuery } from '../db/sql.js';
+import { ConflictError, LimitExceededError, NotFoundError } from '../lib/errors.js';
+import { createLogger, errorFields } from '../lib/log.js';
+import type { Provider } from '../modules/compute/entity.js';
+import type { SessionAttempt, SessionStatus } from '../modules/training/entity.js';
+import { transition } from '../modules/training/lifecycle.js';
+import { SESSION_COLUMNS, sessionFromRow, type SessionRow, type TrainingSessionRecord } from '../modules/training/records.js';
+import type { ProviderRegistry } from '../providers/registry.js';
+import type { JobPayload, ProfileForAdapter } from '../providers/types.js';
+
+const log = createLogger('orchestrator');
+
+export interface Candidate {
+  profile: ProfileForAdapter;
+  viable: boolean;
+  reason: string;
+  /** True when the only problem is a limit (concurrency, cost), for the error type. */
+  limited: boolean;
+}
+
+export interface SessionPublisher {
+  sessionChanged(session: TrainingSessionRecord): void;
+}
+
+// The implicit profile used when an organization has none: platform GPUs, wait when busy.
+const IMPLICIT_PLATFORM: ProfileForAdapter = {
+  id: null,
+  name: 'platform (default)',
+  provider: 'PLATFORM',
+  config: { gpus: 1, allowWaiting: true, maxRetries: 0 },
+  maxConcurrentJobs: null,
+  maxCostPerSessionUsd: null,
+  fallbackProfileIds: [],
+  strategy: 'QUEUE',
+};
+
+interface ProfileRow {
+  id: string;
+  name: string;
+  provider: Provider;
+  config: Record<string, unknown>;
+  max_concurrent_jobs: number | null;
+  max_cost_per_session_usd: number | null;
+  fallback_profile_ids: string[];
+  strategy: ProfileForAdapter['strategy'];
+  is_default: boolean;
+}
+
+const toProfile = (r: ProfileRow): ProfileForAdapter => ({
+  id: r.id,
+  name: r.name,
+  provider: r.provider,
+  config: r.config,
+  maxConcurrentJobs: r.max_concurrent_jobs,
+  maxCostPerSessionUsd: r.max_cost_per_session_usd,
+  fallbackProfileIds: r.fallback_profile_ids,
+  strategy: r.strategy,
+});
+
+const PROFILE_COLUMNS =
+  'id, name, provider, config, max_concurrent_jobs, max_cost_per_session_usd, fallback_profile_ids, strategy, is_default';
+
+export class Orchestrator {
+  constructor(
+    private readonly sql: Sql,
+    private readonly providers: ProviderRegistry,
+    private readonly publisher: SessionPublisher,
+  ) {}
+
+  /** The profile a session would use: the given one, the default, or the implicit platform profile. */
+  async resolveProfile(orgId: string, profileId: string | null): Promise<ProfileForAdapter> {
+    const rows = profileId
+      ? await this.sql.query<ProfileRow>(
+          `select ${PROFILE_COLUMNS} from compute_profiles where organization_id = ? and id = ?`,
+          [orgId, profileId],
+        )
+      : await this.sql.query<ProfileRow>(
+          `select ${PROFILE_COLUMNS} from compute_profiles where organization_id = ? and is_default`,
+          [orgId],
+        );
+    if (profileId && !rows[0]) throw new NotFoundError('ComputeProfile', profileId);
+    return rows[0] ? toProfile(rows[0]) : IMPLICIT_PLATFORM;
+  }
+
+  /** Candidates in the order the strategy tries them, each checked. */
+  async plan(orgId: string, profile: ProfileForAdapter): Promise<Candidate[]> {
+    const chain: ProfileForAdapter[] = [profile];
+    if (profile.strategy !== 'QUEUE' && profile.fallbackProfileIds.length) {
+      const rows = await this.sql.query<ProfileRow>(
+        `select ${PROFILE_COLUMNS} from compute_profiles where organization_id = ? and id = any(?::uuid[])`,
+        [orgId, profile.fallbackProfileIds],
+      );
+      const byId = new Map(rows.map((r) => [r.id, toProfile(r)]));
+      for (const id of profile.fallbackProfileIds) if (byId.has(id)) chain.push(byId.get(id)!);
+    }
+    // CHEAPEST and FASTEST rank by estimates; until cost and speed estimates exist for the cloud
+    // providers the chain keeps the profile's own order (PREFERRED), which is stated in attempts.
+    const out: Candidate[] = [];
+    for (const p of chain) out.push(await this.check(p));
+    return out;
+  }
+
+  private async check(profile: ProfileForAdapter): Promise<Candidate> {
+    if (!this.providers.has(profile.provider)) {
+      return { profile, viable: false, limited: false, reason: `${profile.provider} is not available in this deployment yet` };
+    }
+    const adapter = this.providers.get(profile.provider);
+    const creds = await adapter.checkCredentials(profile);
+    if (!creds.ok) return { profile, viable: false, limited: false, reason: creds.reason };
+    if (profile.id && profile.maxConcurrentJobs != null) {
+      const [row] = await this.sql.query<{ n: string }>(
+        `select count(*) as n from training_sessions where compute_profile_id = ? and status in ('QUEUED', 'RUNNING', 'PREEMPTED')`,
+        [profile.id],
+      );
+      if (Number(row.n) >= profile.maxConcurrentJobs) {
+        return {
+          profile,
+          viable: false,
+          limited: true,
+          reason: `${profile.name}: ${row.n} of ${profile.maxConcurrentJobs} concurrent jobs already running or queued`,
+        };
+      }
+    }
+    const capacity = await adapter.checkCapacity(profile);
+    return { profile, viable: capacity.ok, limited: false, reason: capacity.reason };
+  }
+
+  /** Throws the typed error a caller should see when no candidate can take the session. */
+  static assertSomeViable(candidates: Candidate[]): void {
+    if (candidates.some((c) => c.viable)) return;
+    const reasons = candidates.map((c) => c.reason).join('; ');
+    if (candidates.every((c) => c.limited)) {
+      const max = candidates[0]?.profile.maxConcurrentJobs ?? null;
+      throw new LimitExceededError('maxConcurrentJobs', max, `No compute can take this session now: ${reasons}`);
+    }
+    throw new ConflictError(`No compute can take this session: ${reasons}`);
+  }
+
+  /**
+   * PENDING -> QUEUED on the first candidate that accepts the job. The session is QUEUED (with
+   * its attempt) before the job is submitted, so a node that picks the job up at once can claim it.
+   */
+  async start(sessionId: string, candidates: Candidate[]): Promise<TrainingSessionRecord> {
+    const attempts: SessionAttempt[] = [];
+    const entry = (c: Candidate, reason: string, ok: boolean): SessionAttempt => ({
+      provider: c.profile.provider,
+      profileId: c.profile.id,
+      reason,
+      at: new Date().toISOString(),
+      ok,
+    });
+    let queued: TrainingSessionRecord | null = null;
+    for (const c of candidates) {
+      if (!c.viable) {
+        attempts.push(entry(c, c.reason, false));
+        continue;
+      }
+      const placed: TrainingSessionRecord | null = await this.sql.transaction(async (tx) => {
+        // Re-check the concurrency limit under a per-profile lock: two requests must not both take the last slot.
+        if (c.profile.id && c.profile.maxConcurrentJobs != null) {
+          await tx.query('select pg_advisory_xact_lock(hashtext(?))', [`profile:${c.profile.id}`]);
+          const [row] = await tx.query<{ n: string }>(
+            `select count(*) as n from training_sessions where compute_profile_id = ? and status in ('QUEUED', 'RUNNING', 'PREEMPTED')`,
+            [c.profile.id],
+          );
+          if (Number(row.n) >= c.profile.maxConcurrentJobs) return null;
+        }
+        const set = { attempt: 1, provider: c.profile.provider, computeProfileId: c.profile.id, attempts };
+        if (!queued) return transition(tx, sessionId, 'QUEUED', { from: ['PENDING'], set });
+        // Already QUEUED by an earlier candidate whose submission failed: move it to this one.
+        const [row] = await tx.query<SessionRow>(
+          `update training_sessions set provider = ?, compute_profile_id = ?, attempts = ?, updated_at = now()
+           where id = ? and status = 'QUEUED' returning ${SESSION_COLUMNS}`,
+          [c.profile.provider, c.profile.id, JSON.stringify(attempts), sessionId],
+        );
+        return row ? sessionFromRow(row) : null;
+      });
+      if (!placed) {
+        attempts.push(entry(c, 'concurrency limit reached', false));
+        continue;
+      }
+      queued = placed;
+      try {
+        const payload = await this.payload(placed, c.profile, null);
+        const { externalJobId } = await this.providers.get(c.profile.provider).submit(c.profile, payload);
+        attempts.push(entry(c, `queued as ${externalJobId}`, true));
+        const [row] = await this.sql.query<SessionRow>(
+          `update training_sessions set external_job_id = ?, attempts = ?, updated_at = now()
+           where id = ? and attempt = ? returning ${SESSION_COLUMNS}`,
+          [externalJobId, JSON.stringify(attempts), sessionId, placed.attempt],
+        );
+        // A node may already have claimed it (RUNNING); the row is the truth either way.
+        const session = row ? sessionFromRow(row) : placed;
+        this.publisher.sessionChanged(session);
+        return session;
+      } catch (err) {
+        log.warn('submission failed; trying the next candidate', { sessionId, provider: c.profile.provider, ...errorFields(err) });
+        attempts.push(entry(c, `submission failed: ${(err as Error).message}`, false));
+      }
+    }
+    const failed = await this.sql.transaction((tx) =>
+      transition(tx, sessionId, 'FAILED', {
+        from: ['PENDING', 'QUEUED'],
+        set: { attempts, errorMessage: `No compute could take the session: ${attempts.map((a) => a.reason).join('; ')}` },
+      }),
+    );
+    if (!failed) throw new Error(`session ${sessionId} changed while it was being placed`);
+    this.publisher.sessionChanged(failed);
+    return failed;
+  }
+
+  /**
+   * Runs a session again on a new attempt (resume from its last checkpoint): after a node was
+   * lost, a node gave the job back, or a crashed trainer has retries left. Call inside the
+   * transaction that decided it; `submitQueued` does the provider call after commit.
+   */
+  async requeueInTx(
+    tx: SqlQuery,
+    session: TrainingSessionRecord,
+    reason: string,
+    opts: { countRetry?: boolean; checkpointKey?: string | null } = {},
+  ): Promise<TrainingSessionRecord | null> {
+    const status: SessionStatus = session.status;
+    if (status === 'RUNNING') {
+      const pre = await transition(tx, session.id, 'PREEMPTED', { attempt: session.attempt, from: ['RUNNING'] });
+      if (!pre) return null;
+    } else if (status !== 'PREEMPTED') {
+      return null;
+    }
+    const attempts: SessionAttempt[] = [
+      ...session.attempts,
+      { provider: session.provider ?? 'PLATFORM', profileId: session.computeProfileId, reason, at: new Date().toISOString(), ok: true },
+    ];
+    return transition(tx, session.id, 'QUEUED', {
+      from: ['PREEMPTED'],
+      set: {
+        attempt: session.attempt + 1,
+        retriesUsed: session.retriesUsed + (opts.countRetry ? 1 : 0),
+        lastEventSeq: 0,
+        nodeId: null,
+        lastCheckpointKey: opts.checkpointKey ?? session.lastCheckpointKey,
+        attempts,
+      },
+    });
+  }
+
+  /** Hands a QUEUED session's current attempt to its provider (after the transaction committed). */
+  async submitQueued(session: TrainingSessionRecord): Promise<void> {
+    const profile = await this.resolveProfile(session.organizationId, session.computeProfileId).catch(() => IMPLICIT_PLATFORM);
+    const adapterProfile = session.computeProfileId ? profile : IMPLICIT_PLATFORM;
+    try {
+      const payload = await this.payload(session, adapterProfile, session.lastCheckpointKey);
+      const { externalJobId } = await this.providers.get(session.provider ?? 'PLATFORM').submit(adapterProfile, payload);
+      await this.sql.query('update training_sessions set external_job_id = ? where id = ? and attempt = ?', [
+        externalJobId,
+        session.id,
+        session.attempt,
+      ]);
+      this.publisher.sessionChanged({ ...session, externalJobId });
+    } catch (err) {
+      log.error('could not queue the session again', { sessionId: session.id, ...errorFields(err) });
+      const failed = await this.sql.transaction((tx) =>
+        transition(tx, session.id, 'FAILED', {
+          attempt: session.attempt,
+          set: { errorMessage: `Could not queue the session again: ${(err as Error).message}` },
+        }),
+      );
+      if (failed) this.publisher.sessionChanged(failed);
+    }
+  }
+
+  async cancelAtProvider(session: TrainingSessionRecord): Promise<void> {
+    if (!session.provider || !this.providers.has(session.provider)) return;
+    await this.providers.get(session.provider).cancel({
+      id: session.id,
+      attempt: session.attempt,
+      externalJobId: session.externalJobId,
+    });
+  }
+
+  private async payload(
+    session: TrainingSessionRecord,
+    profile: ProfileForAdapter,
+    checkpointKey: string | null,
+  ): Promise<JobPayload> {
+    const [dv] = await this.sql.query<{ id: string; sha256: string | null; format: string; size_bytes: string | null }>(
+      'select id, sha256, format, size_bytes from dataset_versions where id = ?',
+      [session.datasetVersionId],
+    );
+    if (!dv?.sha256) throw new Error('the dataset version has no archive checksum (not finalized)');
+    const { task, framework, architecture, epochs, ...rest } = session.config;
+    const config: Record<string, unknown> = { task, framework, architecture, epochs };
+    for (const [k, v] of Object.entries(rest)) if (v !== null && v !== undefined) config[k] = v;
+    const timeoutMinutes = profile.config.timeoutMinutes as number | undefined;
+    return {
+      v: 1,
+      sessionId: session.id,
+      organizationId: session.organizationId,
+      attempt: session.attempt,
+      config,
+      dataset: {
+        versionId: dv.id,
+        sha256: dv.sha256,
+        format: dv.format.toLowerCase() as JobPayload['dataset']['format'],
+        sizeBytes: Number(dv.size_bytes ?? 0),
+      },
+      resume: checkpointKey ? { checkpointKey } : null,
+      requirements: {
+        gpus: Number(profile.config.gpus ?? 1),
+        gpuType: (profile.config.gpuType as string | undefined) ?? null,
+        timeoutSeconds: timeoutMinutes ? timeoutMinutes * 60 : null,
+      },
+      enqueuedAt: new Date().toISOString(),
+    };
+  }
+}

@@ -1,0 +1,47 @@
+// One interface for every place training can run. Adapters are stateless apart from their
+// clients, import cloud SDKs lazily, and report problems as values instead of throwing.
+import type { Provider } from '../modules/compute/entity.js';
+import type { ComputeProfileRecord } from '../modules/compute/service.js';
+
+export interface CheckResult {
+  ok: boolean;
+  reason: string;
+}
+
+/** What the orchestrator hands an adapter: the job payload of schema/job-payload.schema.json. */
+export interface JobPayload {
+  v: 1;
+  sessionId: string;
+  organizationId: string;
+  attempt: number;
+  config: Record<string, unknown>;
+  dataset: { versionId: string; sha256: string; format: 'yolo' | 'coco' | 'image_folder'; sizeBytes: number };
+  resume: { checkpointKey: string } | null;
+  requirements: { gpus: number; gpuType: string | null; timeoutSeconds: number | null };
+  enqueuedAt: string;
+}
+
+/** A profile as adapters see it; the implicit platform profile (no profile at all) has id null. */
+export interface ProfileForAdapter {
+  id: string | null;
+  name: string;
+  provider: Provider;
+  config: Record<string, unknown>;
+  maxConcurrentJobs: number | null;
+  maxCostPerSessionUsd: number | null;
+  fallbackProfileIds: string[];
+  strategy: ComputeProfileRecord['strategy'];
+}
+
+export interface ProviderAdapter {
+  readonly name: Provider;
+  /** Features this provider cannot offer (e.g. "gpuType selection"), shown to users, never faked. */
+  readonly unsupported: readonly string[];
+  checkCredentials(profile: ProfileForAdapter): Promise<CheckResult>;
+  /** Whether the provider can take a job now (or will queue it). */
+  checkCapacity(profile: ProfileForAdapter): Promise<CheckResult>;
+  submit(profile: ProfileForAdapter, payload: JobPayload): Promise<{ externalJobId: string }>;
+  /** Stops a submitted or running job; idempotent. */
+  cancel(session: { id: string; attempt: number; externalJobId: string | null }): Promise<void>;
+  close?(): Promise<void>;
+}
