@@ -8,5 +8,6 @@ import '../modules/datasets/schema.js';
 import '../modules/compute/schema.js';
 import '../modules/training/schema.js';
 import '../modules/nodes/schema.js';
+import '../modules/storage/schema.js';
 
 export const schema = builder.toSchema({ sortSchema: true });

@@ -5,6 +5,7 @@ import { DatasetService } from '../modules/datasets/service.js';
 import { ModelService } from '../modules/models/service.js';
 import { NodeService } from '../modules/nodes/service.js';
 import { OrgService } from '../modules/orgs/service.js';
+import { StorageProfileService } from '../modules/storage/service.js';
 import { TrainingService } from '../modules/training/service.js';
 import type { RequestContext } from './context.js';
 
@@ -15,6 +16,7 @@ const factories = {
   compute: (ctx: RequestContext) => new ComputeService(ctx),
   training: (ctx: RequestContext) => new TrainingService(ctx),
   nodes: (ctx: RequestContext) => new NodeService(ctx),
+  storage: (ctx: RequestContext) => new StorageProfileService(ctx),
 };
 
 export type Services = { [K in keyof typeof factories]: ReturnType<(typeof factories)[K]> };

@@ -3,7 +3,7 @@ import { E } from '../../graphql/errors.js';
 import { localId } from '../../graphql/ids.js';
 import { ModelTaskEnum } from '../models/schema.js';
 import { DATASET_FORMATS, DATASET_VERSION_STATUSES } from './entity.js';
-import type { DatasetRecord, DatasetVersionRecord } from './service.js';
+import type { DatasetRecord, DatasetVersionRecord, DatasetVersionUploadRecord } from './service.js';
 
 export const DatasetFormatEnum = builder.enumType('DatasetFormat', {
   description: 'YOLO (data.yaml, images/, labels/), COCO (annotations/instances_<split>.json), IMAGE_FOLDER (<split>/<class>/image).',
@@ -77,6 +77,24 @@ builder.node(DatasetVersionRef, {
   }),
 });
 
+const DatasetVersionUploadRef = builder.objectRef<DatasetVersionUploadRecord>('DatasetVersionUpload').implement({
+  description: 'PUT the archive (.zip, .tar.gz or .tar) to uploadUrl with uploadHeaders, then call finalizeDatasetVersion.',
+  fields: (t) => ({
+    version: t.expose('version', { type: DatasetVersionRef }),
+    uploadUrl: t.exposeString('uploadUrl', { description: 'Presigned HTTP PUT; expires at expiresAt.' }),
+    uploadHeaders: t.expose('uploadHeaders', { type: 'JSON', description: 'Headers the PUT must send exactly as given.' }),
+    expiresAt: t.expose('expiresAt', { type: 'DateTime' }),
+  }),
+});
+
+const CreateDatasetVersionInput = builder.inputType('CreateDatasetVersionInput', {
+  fields: (t) => ({
+    datasetId: t.id(),
+    format: t.field({ type: DatasetFormatEnum }),
+    filename: t.string({ description: 'The archive name; its ending (.zip, .tar.gz, .tgz, .tar) tells how to read it.' }),
+  }),
+});
+
 const CreateDatasetInput = builder.inputType('CreateDatasetInput', {
   fields: (t) => ({
     name: t.string(),
@@ -100,6 +118,23 @@ builder.queryFields((t) => ({
 }));
 
 builder.mutationFields((t) => ({
+  createDatasetVersion: t.field({
+    type: DatasetVersionUploadRef,
+    args: { input: t.arg({ type: CreateDatasetVersionInput }) },
+    errors: { types: E.writeById, dataField: { name: 'datasetVersionUpload' } },
+    resolve: (_r, { input }, ctx) =>
+      ctx.services.datasets.createVersion({
+        ...input,
+        datasetId: localId(String(input.datasetId), 'Dataset', 'input.datasetId'),
+      }),
+  }),
+  finalizeDatasetVersion: t.field({
+    type: DatasetVersionRef,
+    description: 'Validates the uploaded archive: READY, or INVALID with every problem (path, line, message).',
+    args: { id: t.arg.id() },
+    errors: { types: E.writeById, dataField: { name: 'datasetVersion' } },
+    resolve: (_r, { id }, ctx) => ctx.services.datasets.finalizeVersion(localId(String(id), 'DatasetVersion', 'id')),
+  }),
   createDataset: t.field({
     type: DatasetRef,
     args: { input: t.arg({ type: CreateDatasetInput }) },

@@ -2,13 +2,17 @@ import { UniqueConstraintViolationException } from '@mikro-orm/core';
 import DataLoader from 'dataloader';
 import { z } from 'zod';
 import type { RequestContext } from '../../graphql/context.js';
-import { ConflictError } from '../../lib/errors.js';
+import { ConflictError, NotFoundError, ValidationError } from '../../lib/errors.js';
 import { keysetWhere, pageRequest, toConnection, type PageArgs } from '../../lib/pagination.js';
 import { parseInput, trimmedName } from '../../lib/validate.js';
-import { selectByIdsInOrg } from '../../db/rows.js';
+import { camelRow, selectByIdsInOrg } from '../../db/rows.js';
+import { randomUUID } from 'node:crypto';
+import { resolveOrgStorage } from '../storage/service.js';
+import { storageSource } from './archive-source.js';
+import { archiveContainer, validateDatasetArchive } from './validation/index.js';
 import { MODEL_TASKS } from '../models/entity.js';
 import { Organization, User } from '../orgs/entity.js';
-import { Dataset, DatasetVersion, type IDataset, type IDatasetVersion } from './entity.js';
+import { DATASET_FORMATS, Dataset, DatasetVersion, type IDataset, type IDatasetVersion } from './entity.js';
 
 export interface DatasetRecord {
   id: string;
@@ -70,6 +74,28 @@ export function datasetVersionRecord(v: IDatasetVersion): DatasetVersionRecord {
   };
 }
 
+const createVersionInput = z.object({
+  datasetId: z.string(),
+  format: z.enum(DATASET_FORMATS),
+  filename: z
+    .string()
+    .trim()
+    .min(1, 'must not be empty')
+    .max(200, 'must be at most 200 characters')
+    .regex(/^[A-Za-z0-9][A-Za-z0-9 ._()+-]*$/, 'letters, digits, spaces and . _ ( ) + - only')
+    .refine((n) => archiveContainer(n) !== null, 'must end in .zip, .tar.gz, .tgz or .tar'),
+});
+
+// A finalize that died mid-way (process restart) leaves VALIDATING; after this long it may run again.
+const STALE_VALIDATION_MS = 30 * 60 * 1000;
+
+export interface DatasetVersionUploadRecord {
+  version: DatasetVersionRecord;
+  uploadUrl: string;
+  uploadHeaders: Record<string, string>;
+  expiresAt: Date;
+}
+
 const createInput = z.object({
   name: trimmedName(),
   description: z.string().trim().max(4000, 'must be at most 4000 characters').nullish(),
@@ -116,6 +142,107 @@ export class DatasetService {
     await this.ctx.requirePrincipal();
     const rows = await this.ctx.em.find(DatasetVersion, { dataset: datasetId }, { orderBy: { version: 'desc' } });
     return rows.map(datasetVersionRecord);
+  }
+
+  /**
+   * A new version in UPLOADING, and a presigned PUT for its archive. Earlier versions are never
+   * touched: every version has its own object key.
+   */
+  async createVersion(input: unknown): Promise<DatasetVersionUploadRecord> {
+    const me = await this.ctx.requireRole('MEMBER', 'Uploading datasets');
+    const data = parseInput(createVersionInput, input);
+    const em = this.ctx.em;
+    const dataset = await em.findOne(Dataset, { id: data.datasetId });
+    if (!dataset) throw new NotFoundError('Dataset', data.datasetId);
+    if ((dataset.task === 'CLASSIFICATION') !== (data.format === 'IMAGE_FOLDER')) {
+      throw new ValidationError(
+        'input.format',
+        dataset.task === 'CLASSIFICATION'
+          ? 'classification datasets are IMAGE_FOLDER (<split>/<class>/<image>)'
+          : `${data.format} is for classification; object detection datasets are YOLO or COCO`,
+      );
+    }
+    const { storage, profileId } = await resolveOrgStorage(this.ctx.app, em, me.orgId);
+    const id = randomUUID();
+    const key = storage.key('datasets', dataset.id, 'versions', id, data.filename);
+    const version = await em.transactional(async (tx) => {
+      // Version numbers per dataset, serialised on the dataset row.
+      await tx.getConnection().execute('select id from datasets where id = ? for update', [dataset.id], 'all', tx.getTransactionContext());
+      const [{ n }] = await tx
+        .getConnection()
+        .execute<{ n: number }[]>(
+          'select coalesce(max(version), 0) + 1 as n from dataset_versions where dataset_id = ?',
+          [dataset.id],
+          'all',
+          tx.getTransactionContext(),
+        );
+      const v = tx.create(DatasetVersion, {
+        id,
+        organization: tx.getReference(Organization, me.orgId),
+        dataset: tx.getReference(Dataset, dataset.id),
+        version: Number(n),
+        format: data.format,
+        filename: data.filename,
+        archiveKey: key,
+        storageProfileId: profileId,
+        status: 'UPLOADING',
+      });
+      await tx.flush();
+      return v;
+    });
+    const put = await storage.presignPut(key, { expiresInSeconds: this.ctx.config.storage.presignTtlSeconds });
+    return { version: datasetVersionRecord(version), uploadUrl: put.url, uploadHeaders: put.headers, expiresAt: put.expiresAt };
+  }
+
+  /**
+   * Validates the uploaded archive by streaming it from storage (never whole in memory) and
+   * records READY with its summary, or INVALID with every problem found.
+   */
+  async finalizeVersion(id: string): Promise<DatasetVersionRecord> {
+    const me = await this.ctx.requireRole('MEMBER', 'Finalizing datasets');
+    const em = this.ctx.em;
+    const version = await em.findOne(DatasetVersion, { id });
+    if (!version) throw new NotFoundError('DatasetVersion', id);
+    if (version.status === 'READY' || version.status === 'INVALID') {
+      throw new ConflictError(`This version is already ${version.status}; upload a new version to change the data`);
+    }
+    const { storage } = await resolveOrgStorage(this.ctx.app, em, me.orgId, version.storageProfileId ?? null);
+    const info = await storage.head(version.archiveKey);
+    if (!info) throw new ValidationError('id', 'nothing has been uploaded for this version yet (PUT the archive to its uploadUrl)');
+    // Claim the version: two concurrent finalizes must not both validate and write.
+    const claimed = await this.ctx.app.sql.query<{ id: string }>(
+      `update dataset_versions set status = 'VALIDATING', updated_at = now()
+       where id = ? and organization_id = ? and (status = 'UPLOADING' or (status = 'VALIDATING' and updated_at < now() - (? * interval '1 millisecond')))
+       returning id`,
+      [id, me.orgId, STALE_VALIDATION_MS],
+    );
+    if (!claimed.length) throw new ConflictError('This version is being validated by another request');
+    try {
+      const report = await validateDatasetArchive(storageSource(storage, version.archiveKey, info.size), {
+        format: version.format,
+        archiveName: version.filename,
+        tempDir: this.ctx.config.dataDir,
+      });
+      const [row] = await this.ctx.app.sql.query<Record<string, unknown>>(
+        `update dataset_versions set status = ?, sha256 = ?, size_bytes = ?, class_names = ?, splits = ?, problems = ?,
+           finalized_at = now(), updated_at = now() where id = ? returning *`,
+        [
+          report.status,
+          report.sha256,
+          report.sizeBytes,
+          JSON.stringify(report.classNames),
+          JSON.stringify(report.splits),
+          JSON.stringify(report.problems),
+          id,
+        ],
+      );
+      this.versionById.clear(id);
+      return camelRow<DatasetVersionRecord>(row, ['sizeBytes']);
+    } catch (err) {
+      // Reading failed (storage down): back to UPLOADING so the user can finalize again.
+      await this.ctx.app.sql.query(`update dataset_versions set status = 'UPLOADING' where id = ? and status = 'VALIDATING'`, [id]);
+      throw err;
+    }
   }
 
   async create(input: unknown): Promise<DatasetRecord> {

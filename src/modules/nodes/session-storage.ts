@@ -25,6 +25,6 @@ export function sessionArtifactKey(
   // keys differ, so the checkpoint a resume starts from is never overwritten by the run it feeds.
   const parts = name.split('/');
   return kind === 'checkpoint'
-    ? orgKey(orgId, 'sessions', sessionId, 'checkpoints', `attempt-${attempt}`, ...parts)
+    ? orgKey(orgId, 'sessions', sessionId, 'checkpoints', `attempt-${attempt}`, ...(parts[0] === 'checkpoints' ? parts.slice(1) : parts))
     : orgKey(orgId, 'sessions', sessionId, 'artifacts', ...parts);
 }

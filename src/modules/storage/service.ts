@@ -124,12 +124,14 @@ export class StorageProfileService {
   async create(input: unknown): Promise<StorageProfileRecord> {
     const me = await this.ctx.requireRole('ADMIN', 'Creating storage profiles');
     const data = parseInput(createInput, input);
+    const config = this.checkedConfig(data.kind, data.config);
+    parseInput(storageCredentialSchemas[data.kind], data.credentials, 'input.credentials');
     const em = this.ctx.em;
     const profile = em.create(StorageProfile, {
       organization: em.getReference(Organization, me.orgId),
       name: data.name,
       kind: data.kind,
-      config: this.checkedConfig(data.kind, data.config),
+      config,
       credentialsCiphertext: '',
       credentialsHint: '',
       isDefault: false,
@@ -144,9 +146,15 @@ export class StorageProfileService {
     const data = parseInput(updateInput, input);
     const profile = await this.ctx.em.findOne(StorageProfile, { id }, { populate: ['credentialsCiphertext'] });
     if (!profile) throw new NotFoundError('StorageProfile', id);
+    // Check everything before the entity changes, so a refused update writes nothing.
+    const config = data.config != null ? this.checkedConfig(profile.kind, data.config) : null;
+    const credentials =
+      data.credentials != null
+        ? (parseInput(storageCredentialSchemas[profile.kind], data.credentials, 'input.credentials') as Record<string, unknown>)
+        : null;
     if (data.name != null) profile.name = data.name;
-    if (data.config != null) profile.config = this.checkedConfig(profile.kind, data.config);
-    if (data.credentials != null) this.setCredentials(profile, me.orgId, data.credentials);
+    if (config) profile.config = config;
+    if (credentials) this.setCredentials(profile, me.orgId, credentials);
     await this.save(profile, data.isDefault ?? null);
     return storageProfileRecord(profile);
   }
@@ -159,6 +167,15 @@ export class StorageProfileService {
     await this.ctx.requireRole('ADMIN', 'Deleting storage profiles');
     const profile = await this.ctx.em.findOne(StorageProfile, { id });
     if (!profile) throw new NotFoundError('StorageProfile', id);
+    // Dataset archives and session files recorded there would become unreachable.
+    const [used] = await this.ctx.app.sql.query<{ n: string }>(
+      `select (select count(*) from dataset_versions where storage_profile_id = ?) +
+              (select count(*) from training_sessions where storage_profile_id = ?) as n`,
+      [id, id],
+    );
+    if (Number(used.n) > 0) {
+      throw new ConflictError(`${used.n} dataset version(s) or training session(s) keep files in this storage profile`);
+    }
     const record = storageProfileRecord(profile);
     this.ctx.em.remove(profile);
     await this.ctx.em.flush();

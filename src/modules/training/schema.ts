@@ -75,6 +75,11 @@ ArtifactRef.implement({
   fields: (t) => ({
     id: t.id({ resolve: (a) => globalId('Artifact', a.id) }),
     kind: t.expose('kind', { type: ArtifactKindEnum }),
+    name: t.string({ resolve: (a) => a.storageKey.split('/').slice(-2).join('/') }),
+    url: t.string({
+      description: 'A presigned download link, made fresh for each request; it expires (CVTRAIN_PRESIGN_TTL_S, 1 hour by default).',
+      resolve: async (a, _args, ctx) => (await ctx.services.training.artifactUrl(a)).url,
+    }),
     sizeBytes: t.float({ resolve: (a) => a.sizeBytes }),
     sha256: t.exposeString('sha256'),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),

@@ -213,6 +213,18 @@ export class TrainingService {
     }));
   }
 
+  /** A fresh presigned GET for an artifact, valid for CVTRAIN_PRESIGN_TTL_S (only members of its organization reach here). */
+  async artifactUrl(artifact: ArtifactRecord): Promise<{ url: string; expiresAt: Date }> {
+    const me = await this.ctx.requirePrincipal();
+    const session = artifact.sessionId ? await this.byId.load(artifact.sessionId) : null;
+    const { storage } = await resolveOrgStorage(this.ctx.app, this.ctx.em, me.orgId, session?.storageProfileId ?? null);
+    const signed = await storage.presignGet(artifact.storageKey, {
+      expiresInSeconds: this.ctx.config.storage.presignTtlSeconds,
+      downloadName: artifact.storageKey.split('/').pop(),
+    });
+    return { url: signed.url, expiresAt: signed.expiresAt };
+  }
+
   /** trainModel: validates everything, then records a PENDING session. Running it is the orchestrator's. */
   async create(modelId: string, input: unknown): Promise<TrainingSessionRecord> {
     const me = await this.ctx.requireRole('MEMBER', 'Starting training');

@@ -71,7 +71,7 @@ export async function validateDatasetArchive(input: ArchiveInput, opts: Validate
   } else if (container === 'zip') {
     if (randomAccess) {
       const hash = createHash('sha256');
-      const r = await walkZip({ source: input, hash, gate, guard, problems, archiveName: opts.archiveName, signal: opts.signal });
+      const r = await walkZip({ source: input, hash, gate, guard, problems, archiveName: opts.archiveName, signal: opts.signal, inflateWorkers: opts.inflateWorkers });
       sha256 = hash.digest('hex');
       sizeBytes = input.size;
       entries = r.entries;
@@ -79,7 +79,16 @@ export async function validateDatasetArchive(input: ArchiveInput, opts: Validate
     } else {
       const spooled = await spool(input as Readable, opts.tempDir);
       try {
-        const r = await walkZip({ source: spooled.source, hash: null, gate, guard, problems, archiveName: opts.archiveName, signal: opts.signal });
+        const r = await walkZip({
+          source: spooled.source,
+          hash: null,
+          gate,
+          guard,
+          problems,
+          archiveName: opts.archiveName,
+          signal: opts.signal,
+          inflateWorkers: opts.inflateWorkers,
+        });
         entries = r.entries;
         complete = r.complete;
       } finally {

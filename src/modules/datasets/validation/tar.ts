@@ -11,7 +11,7 @@ const BLOCK = 512;
 // PAX and GNU long-name headers are read whole; real ones are a few hundred bytes.
 const MAX_META_BYTES = 1024 * 1024;
 // zlib output chunk: large enough that per-chunk overhead vanishes, small enough to stay in cache.
-const INFLATE_CHUNK = 256 * 1024;
+const INFLATE_CHUNK = 2 * 1024 * 1024;
 
 const enum T {
   Header,

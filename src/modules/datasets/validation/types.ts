@@ -66,4 +66,9 @@ export interface ValidateOptions {
    */
   tempDir?: string;
   signal?: AbortSignal;
+  /**
+   * Zip only: inflate entries on two worker threads ('auto': when there are more than 32 MiB of
+   * mid-sized deflated entries; otherwise on zlib's thread pool).
+   */
+  inflateWorkers?: 'auto' | 'always' | 'never';
 }

@@ -12,6 +12,7 @@ import type { Readable } from 'node:stream';
 import zlib from 'node:zlib';
 import type { EntryConsumer, EntryGate, EntryInfo, EntryKind } from './entries.js';
 import { StopExpansion, type ExpansionGuard } from './limits.js';
+import { InflateWorkers, type InflateResult } from './inflate-workers.js';
 import { decodeCp437 } from './paths.js';
 import type { ProblemList } from './problems.js';
 import type { RandomAccessSource } from './types.js';
@@ -30,6 +31,12 @@ const ONE_SHOT_MAX_UNCOMPRESSED = 8 * 1024 * 1024;
 const MAX_IN_FLIGHT = 8;
 // Below this, a thread-pool round trip costs more than inflating here (label files, data.yaml).
 const INLINE_MAX_COMPRESSED = 16 * 1024;
+// Worker threads pay off once there is this much to inflate; small archives (and the tests)
+// use zlib's thread pool and skip the workers' start-up.
+const WORKERS_MIN_BYTES = 32 * 1024 * 1024;
+// Entries per message to a worker, and compressed bytes per message.
+const BATCH_ENTRIES = 16;
+const BATCH_BYTES = 4 * 1024 * 1024;
 const MAX_IN_FLIGHT_BYTES = 48 * 1024 * 1024;
 
 interface CdEntry {
@@ -54,6 +61,8 @@ export async function readRange(src: RandomAccessSource, start: number, end: num
   return buf;
 }
 
+export type InflateWorkersMode = 'auto' | 'always' | 'never';
+
 export interface ZipWalkResult {
   entries: number;
   /** Every entry was read; false when the index was unusable or the walk stopped. */
@@ -71,6 +80,7 @@ export async function walkZip(opts: {
   problems: ProblemList;
   archiveName: string;
   signal?: AbortSignal;
+  inflateWorkers?: InflateWorkersMode;
 }): Promise<ZipWalkResult> {
   const { source, problems } = opts;
   let entries: CdEntry[] = [];
@@ -266,11 +276,32 @@ async function walkEntries(
   walker: ByteWalker,
   entries: CdEntry[],
   cdStart: number,
-  opts: { gate: EntryGate; guard: ExpansionGuard; problems: ProblemList; archiveName: string },
+  opts: { gate: EntryGate; guard: ExpansionGuard; problems: ProblemList; archiveName: string; inflateWorkers?: InflateWorkersMode },
 ): Promise<void> {
   const { gate, guard, problems } = opts;
   const order = entries.map((_, i) => i).sort((a, b) => entries[a].offset - entries[b].offset || a - b);
   const inflight = new InflightWindow();
+  let batchable = 0;
+  for (const e of entries) if (e.method === 8 && isBatchable(e)) batchable += e.csize;
+  const useWorkers = opts.inflateWorkers === 'always' ? batchable > 0 : opts.inflateWorkers !== 'never' && batchable >= WORKERS_MIN_BYTES;
+  const workers = useWorkers ? startWorkers() : null;
+  let batch: { compressed: Buffer; entry: CdEntry; check: EntryCheck }[] = [];
+  let batchBytes = 0;
+  const flush = async () => {
+    if (!batch.length || !workers) return;
+    const items = batch;
+    batch = [];
+    batchBytes = 0;
+    const bytes = items.reduce((s, it) => s + it.compressed.length + it.entry.usize, 0);
+    await inflight.add(
+      bytes,
+      () => workers.run(items.map((it) => ({ compressed: it.compressed, usize: it.entry.usize }))).then((results) => {
+        results.forEach((r, k) => applyResult(r, items[k].entry, items[k].check));
+      }),
+      // Two batches per worker keep every worker busy while the next batch is read.
+      workers.size * 2,
+    );
+  };
   try {
     for (const idx of order) {
       const entry = entries[idx];
@@ -319,18 +350,49 @@ async function walkEntries(
         check.finish();
       } else if (entry.csize <= INLINE_MAX_COMPRESSED && entry.usize <= ONE_SHOT_MAX_UNCOMPRESSED) {
         inflateInline(await walker.read(entry.csize), entry, check);
-      } else if (entry.csize <= ONE_SHOT_MAX_COMPRESSED && entry.usize <= ONE_SHOT_MAX_UNCOMPRESSED) {
+      } else if (isBatchable(entry) && workers) {
+        // Copied now: the batch outlives the chunk this slice points into.
+        batch.push({ compressed: await walker.read(entry.csize), entry, check });
+        batchBytes += entry.csize;
+        if (batch.length >= BATCH_ENTRIES || batchBytes >= BATCH_BYTES) await flush();
+      } else if (isBatchable(entry)) {
         const compressed = await walker.read(entry.csize);
         await inflight.add(compressed.length + entry.usize, () => inflateOneShot(compressed, entry, check));
       } else {
         await inflateStreaming(walker, entry, check);
       }
     }
+    await flush();
     await inflight.settle();
   } finally {
     inflight.abandon();
+    await workers?.close();
   }
   inflight.throwIfFailed();
+}
+
+function isBatchable(e: CdEntry): boolean {
+  return e.csize > INLINE_MAX_COMPRESSED && e.csize <= ONE_SHOT_MAX_COMPRESSED && e.usize <= ONE_SHOT_MAX_UNCOMPRESSED;
+}
+
+function startWorkers(): InflateWorkers | null {
+  try {
+    return InflateWorkers.start();
+  } catch {
+    // Worker threads unavailable (restricted runtime): zlib's thread pool does the same job, slower.
+    return null;
+  }
+}
+
+function applyResult(r: InflateResult, entry: CdEntry, check: EntryCheck): void {
+  if (r.ok) {
+    check.output(r.data, r.crc);
+    check.finish();
+  } else if (r.code === 'ERR_BUFFER_TOO_LARGE') {
+    throw new StopExpansion(entry.name, `entry expands past the ${entry.usize} bytes its header declares; refused as a likely zip bomb, validation stopped`);
+  } else {
+    check.corrupt(`bad deflate data (${r.message})`);
+  }
 }
 
 async function peekTarget(walker: ByteWalker, entry: CdEntry): Promise<string | undefined> {
@@ -354,14 +416,15 @@ class EntryCheck {
     private readonly problems: ProblemList,
   ) {}
 
-  output(buf: Buffer): void {
+  /** `crc`: the CRC-32 of `buf` when the producer computed it already. */
+  output(buf: Buffer, crc?: number): void {
     this.produced += buf.length;
     this.guard.addEntryBytes(this.entry.name, this.produced, buf.length);
     if (this.entry.method !== 0) this.guard.checkRatio(this.entry.name, this.produced, this.entry.csize);
     if (this.produced > this.entry.usize) {
       throw new StopExpansion(this.entry.name, `entry expands past the ${this.entry.usize} bytes its header declares; refused as a likely zip bomb, validation stopped`);
     }
-    this.crc = zlib.crc32(buf, this.crc);
+    this.crc = crc !== undefined && this.produced === buf.length ? crc : zlib.crc32(buf, this.crc);
     this.consumer?.write(buf);
   }
 
@@ -474,8 +537,8 @@ class InflightWindow {
   private failure: unknown = null;
   private abandoned = false;
 
-  async add(bytes: number, start: () => Promise<void>): Promise<void> {
-    while (this.running.size >= MAX_IN_FLIGHT || (this.running.size > 0 && this.bytes + bytes > MAX_IN_FLIGHT_BYTES)) {
+  async add(bytes: number, start: () => Promise<void>, maxRunning = MAX_IN_FLIGHT): Promise<void> {
+    while (this.running.size >= maxRunning || (this.running.size > 0 && this.bytes + bytes > MAX_IN_FLIGHT_BYTES)) {
       await Promise.race(this.running);
       this.throwIfFailed();
     }
