@@ -591,6 +591,29 @@ describe('archive-level refusals', () => {
     expect(lines(o)).toEqual([expect.stringMatching(/: entry overlaps the previous entry \(a zip-bomb construction\); validation stopped$/)]);
   });
 
+  it('gives the same answers when zip entries are inflated on worker threads', async () => {
+    const big = makePng(160, 160, { noise: true }); // ~77 KB that deflate cannot shrink: takes the batched path
+    const entries: EntrySpec[] = [{ name: 'data.yaml', data: 'names: [a]\n' }];
+    for (let i = 0; i < 20; i++) entries.push({ name: `images/train/${i}.png`, data: big }, { name: `labels/train/${i}.txt`, data: '0 0.5 0.5 0.1 0.1\n' });
+    const zip = makeZip(entries);
+    const viaWorkers = await validate(zip, 'w.zip', 'YOLO', { inflateWorkers: 'always' });
+    const viaPool = await validate(zip, 'w.zip', 'YOLO', { inflateWorkers: 'never' });
+    expect(lines(viaWorkers)).toEqual([]);
+    expect(viaWorkers).toEqual(viaPool);
+    expect(viaWorkers.splits.train).toEqual({ images: 20, boxes: 20 });
+
+    const liar = makeZip([...entries.slice(0, 3), { name: 'images/train/z.png', data: big, declaredSize: 1000 }]);
+    expect(lines(await validate(liar, 'l.zip', 'YOLO', { inflateWorkers: 'always', limits: { maxCompressionRatio: 1e9 } }))).toEqual([
+      'images/train/z.png: entry expands past the 1000 bytes its header declares; refused as a likely zip bomb, validation stopped',
+    ]);
+    const mangled = Buffer.from(makeZip(entries.slice(0, 3)));
+    const at = mangled.indexOf('images/train/0.png') + 'images/train/0.png'.length;
+    mangled.fill(0xff, at + 10, at + 40);
+    expect(lines(await validate(mangled, 'm.zip', 'YOLO', { inflateWorkers: 'always' }))).toEqual([
+      expect.stringMatching(/^images\/train\/0\.png: corrupt zip entry: (bad deflate data|CRC-32 mismatch)/),
+    ]);
+  });
+
   it('stops tar.gz bombs: ratio over the stream, total, and huge declared entries', async () => {
     const MB = 1024 * 1024;
     const tgz = makeTarGz([...yoloBase(), { name: 'images/train/z.jpg', data: Buffer.alloc(40 * MB) }]);

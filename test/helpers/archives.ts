@@ -198,14 +198,24 @@ function pngChunk(type: string, data: Buffer): Buffer {
   return Buffer.concat([len, td, crc]);
 }
 
-/** A grey RGB PNG of the given size. */
-export function makePng(width: number, height: number): Buffer {
+/** An RGB PNG of the given size: grey, or noise (which does not compress). */
+export function makePng(width: number, height: number, opts: { noise?: boolean } = {}): Buffer {
   const ihdr = Buffer.alloc(13);
   ihdr.writeUInt32BE(width, 0);
   ihdr.writeUInt32BE(height, 4);
   ihdr[8] = 8; // bit depth
   ihdr[9] = 2; // RGB
   const rows = Buffer.alloc((width * 3 + 1) * height, 0x80);
+  if (opts.noise) {
+    let x = 0x9e3779b9; // xorshift32: deterministic bytes no compressor can shrink
+    for (let i = 0; i < rows.length; i++) {
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      rows[i] = x & 0xff;
+    }
+    for (let y = 0; y < height; y++) rows[y * (width * 3 + 1)] = 0;
+  }
   for (let y = 0; y < height; y++) rows[y * (width * 3 + 1)] = 0; // filter type per row
   return Buffer.concat([
     Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
