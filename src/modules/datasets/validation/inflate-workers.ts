@@ -23,20 +23,28 @@ parentPort.on('message', ({ id, data, items }) => {
         maxOutputLength: Math.max(1, it.usize + 1),
         chunkSize: Math.max(64, it.usize + 1),
       });
-      const own = out.byteOffset === 0 && out.byteLength === out.buffer.byteLength
-        ? out.buffer
-        : out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength);
-      results.push({ ok: true, crc: zlib.crc32(out) >>> 0, data: own });
-      transfer.push(own);
+      // The whole backing store moves to the main thread (out is a view on it): no copy, and
+      // nothing left behind for this isolate to collect.
+      results.push({ ok: true, crc: zlib.crc32(out) >>> 0, data: out.buffer, offset: out.byteOffset, length: out.byteLength });
+      if (!transfer.includes(out.buffer)) transfer.push(out.buffer);
     } catch (err) {
       results.push({ ok: false, code: err.code, message: err.message });
     }
   }
-  parentPort.postMessage({ id, results }, transfer);
+  // The input goes back too, to be reused: dead buffers left for this isolate's GC would pile up
+  // to V8's external-memory threshold (64 MB) in every worker before being collected.
+  transfer.push(data);
+  parentPort.postMessage({ id, results, data }, transfer);
 });
 `;
 
+// Batches are up to 2 MiB plus one entry (at most 1 MiB); buffers this size fit every batch,
+// so a handful are made and then reused.
+const MIN_BUFFER = 3 * 1024 * 1024;
+const MAX_SPARE = 4;
+
 export type InflateResult = { ok: true; data: Buffer; crc: number } | { ok: false; code?: string; message: string };
+type WireResult = { ok: true; data: ArrayBuffer; offset: number; length: number; crc: number } | { ok: false; code?: string; message: string };
 
 interface Pending {
   resolve(results: InflateResult[]): void;
@@ -49,16 +57,19 @@ export class InflateWorkers {
   private next = 0;
   private seq = 0;
   private failed: unknown = null;
+  /** Input buffers returned by the workers, reused for the next batches. */
+  private readonly spare: ArrayBuffer[] = [];
 
   private constructor(count: number) {
     this.workers = [];
     for (let i = 0; i < count; i++) {
       const w = new Worker(SOURCE, { eval: true });
-      w.on('message', (msg: { id: number; results: (InflateResult & { data?: ArrayBuffer })[] }) => {
+      w.on('message', (msg: { id: number; results: WireResult[]; data: ArrayBuffer }) => {
+        if (this.spare.length < MAX_SPARE) this.spare.push(msg.data);
         const p = this.pending.get(msg.id);
         if (!p) return;
         this.pending.delete(msg.id);
-        p.resolve(msg.results.map((r) => (r.ok ? { ok: true, crc: r.crc, data: Buffer.from(r.data as unknown as ArrayBuffer) } : r)));
+        p.resolve(msg.results.map((r) => (r.ok ? { ok: true, crc: r.crc, data: Buffer.from(r.data, r.offset, r.length) } : r)));
       });
       w.on('error', (err) => this.fail(err));
       w.on('exit', (code) => {
@@ -91,7 +102,8 @@ export class InflateWorkers {
   run(items: { compressed: Buffer; usize: number }[]): Promise<InflateResult[]> {
     if (this.failed) return Promise.reject(this.failed);
     const total = items.reduce((s, it) => s + it.compressed.length, 0);
-    const data = new ArrayBuffer(total);
+    const k = this.spare.findIndex((b) => b.byteLength >= total);
+    const data = k >= 0 ? this.spare.splice(k, 1)[0] : new ArrayBuffer(Math.max(total, MIN_BUFFER));
     const view = Buffer.from(data);
     const meta: { offset: number; length: number; usize: number }[] = [];
     let offset = 0;

@@ -36,7 +36,7 @@ const INLINE_MAX_COMPRESSED = 16 * 1024;
 const WORKERS_MIN_BYTES = 32 * 1024 * 1024;
 // Entries per message to a worker, and compressed bytes per message.
 const BATCH_ENTRIES = 16;
-const BATCH_BYTES = 4 * 1024 * 1024;
+const BATCH_BYTES = 2 * 1024 * 1024;
 const MAX_IN_FLIGHT_BYTES = 48 * 1024 * 1024;
 
 interface CdEntry {
