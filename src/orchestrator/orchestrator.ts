@@ -7,7 +7,8 @@ import { ConflictError, LimitExceededError, NotFoundError } from '../lib/errors.
 import { createLogger, errorFields } from '../lib/log.js';
 import type { Provider } from '../modules/compute/entity.js';
 import type { SessionAttempt, SessionStatus } from '../modules/training/entity.js';
-import { transition } from '../modules/training/lifecycle.js';
+import { insertSession, transition, type NewSession } from '../modules/training/lifecycle.js';
+import type { StoredTrainingConfig } from '../modules/training/config.js';
 import { SESSION_COLUMNS, sessionFromRow, type SessionRow, type TrainingSessionRecord } from '../modules/training/records.js';
 import type { ProviderRegistry } from '../providers/registry.js';
 import type { JobPayload, ProfileForAdapter } from '../providers/types.js';
@@ -141,10 +142,12 @@ export class Orchestrator {
   }
 
   /**
-   * PENDING -> QUEUED on the first candidate that accepts the job. The session is QUEUED (with
-   * its attempt) before the job is submitted, so a node that picks the job up at once can claim it.
+   * Records a new session and places it on the first candidate that accepts the job. The row is
+   * written already QUEUED (PENDING -> QUEUED in one statement, see lifecycle.insertSession) before
+   * the job is submitted, so a node that picks the job up at once can claim it; when no candidate
+   * takes it, the session is recorded FAILED with every attempt. This is trainModel's hot path.
    */
-  async start(sessionId: string, candidates: Candidate[]): Promise<TrainingSessionRecord> {
+  async place(session: NewSession, candidates: Candidate[]): Promise<TrainingSessionRecord> {
     const attempts: SessionAttempt[] = [];
     const entry = (c: Candidate, reason: string, ok: boolean): SessionAttempt => ({
       provider: c.profile.provider,
@@ -153,62 +156,75 @@ export class Orchestrator {
       at: new Date().toISOString(),
       ok,
     });
-    let queued: TrainingSessionRecord | null = null;
+    let placed: TrainingSessionRecord | null = null;
     for (const c of candidates) {
       if (!c.viable) {
         attempts.push(entry(c, c.reason, false));
         continue;
       }
-      const placed: TrainingSessionRecord | null = await this.sql.transaction(async (tx) => {
-        // Re-check the concurrency limit under a per-profile lock: two requests must not both take the last slot.
-        if (c.profile.id && c.profile.maxConcurrentJobs != null) {
-          await tx.query('select pg_advisory_xact_lock(hashtext(?))', [`profile:${c.profile.id}`]);
-          const [row] = await tx.query<{ n: string }>(
-            `select count(*) as n from training_sessions where compute_profile_id = ? and status in ('QUEUED', 'RUNNING', 'PREEMPTED')`,
-            [c.profile.id],
+      const adapter = this.providers.get(c.profile.provider);
+      const payload = this.payload({ ...session, attempt: 1, config: session.config }, session.dataset, c.profile, null);
+      const predictedJobId = adapter.externalJobIdFor?.(payload) ?? null;
+      const queuedAttempts = [...attempts, entry(c, predictedJobId ? `queued as ${predictedJobId}` : 'queued', true)];
+      const fields = {
+        attempt: 1,
+        provider: c.profile.provider,
+        computeProfileId: c.profile.id,
+        externalJobId: predictedJobId,
+        attempts: queuedAttempts,
+      };
+      const write = async (tx: SqlQuery) => {
+        if (placed) {
+          // Already QUEUED for an earlier candidate whose submission failed: move it to this one.
+          const [row] = await tx.query<SessionRow>(
+            `update training_sessions set provider = ?, compute_profile_id = ?, external_job_id = ?, attempts = ?, updated_at = now()
+             where id = ? and status = 'QUEUED' returning ${SESSION_COLUMNS}`,
+            [c.profile.provider, c.profile.id, predictedJobId, JSON.stringify(queuedAttempts), session.id],
           );
-          if (Number(row.n) >= c.profile.maxConcurrentJobs) return null;
+          return row ? sessionFromRow(row) : null;
         }
-        const set = { attempt: 1, provider: c.profile.provider, computeProfileId: c.profile.id, attempts };
-        if (!queued) return transition(tx, sessionId, 'QUEUED', { from: ['PENDING'], set });
-        // Already QUEUED by an earlier candidate whose submission failed: move it to this one.
-        const [row] = await tx.query<SessionRow>(
-          `update training_sessions set provider = ?, compute_profile_id = ?, attempts = ?, updated_at = now()
-           where id = ? and status = 'QUEUED' returning ${SESSION_COLUMNS}`,
-          [c.profile.provider, c.profile.id, JSON.stringify(attempts), sessionId],
-        );
-        return row ? sessionFromRow(row) : null;
-      });
-      if (!placed) {
+        return insertSession(tx, session, 'QUEUED', fields);
+      };
+      const limited = c.profile.id !== null && c.profile.maxConcurrentJobs != null;
+      const row: TrainingSessionRecord | null = limited
+        ? await this.sql.transaction(async (tx) => {
+            // Re-check the concurrency limit under a per-profile lock: two requests must not both take the last slot.
+            await tx.query('select pg_advisory_xact_lock(hashtext(?))', [`profile:${c.profile.id}`]);
+            const [n] = await tx.query<{ n: string }>(
+              `select count(*) as n from training_sessions where compute_profile_id = ? and status in ('QUEUED', 'RUNNING', 'PREEMPTED')`,
+              [c.profile.id],
+            );
+            return Number(n.n) >= c.profile.maxConcurrentJobs! ? null : write(tx);
+          })
+        : await write(this.sql);
+      if (!row) {
         attempts.push(entry(c, 'concurrency limit reached', false));
         continue;
       }
-      queued = placed;
+      placed = row;
       try {
-        const payload = await this.payload(placed, c.profile, null);
-        const { externalJobId } = await this.providers.get(c.profile.provider).submit(c.profile, payload);
-        attempts.push(entry(c, `queued as ${externalJobId}`, true));
-        const [row] = await this.sql.query<SessionRow>(
-          `update training_sessions set external_job_id = ?, attempts = ?, updated_at = now()
-           where id = ? and attempt = ? returning ${SESSION_COLUMNS}`,
-          [externalJobId, JSON.stringify(attempts), sessionId, placed.attempt],
-        );
-        // A node may already have claimed it (RUNNING); the row is the truth either way.
-        const session = row ? sessionFromRow(row) : placed;
-        this.publisher.sessionChanged(session);
-        return session;
+        const { externalJobId } = await adapter.submit(c.profile, payload);
+        if (externalJobId !== predictedJobId) {
+          const [updated] = await this.sql.query<SessionRow>(
+            `update training_sessions set external_job_id = ?, updated_at = now() where id = ? and attempt = 1 returning ${SESSION_COLUMNS}`,
+            [externalJobId, session.id],
+          );
+          if (updated) placed = sessionFromRow(updated);
+        }
+        this.publisher.sessionChanged(placed);
+        return placed;
       } catch (err) {
-        log.warn('submission failed; trying the next candidate', { sessionId, provider: c.profile.provider, ...errorFields(err) });
+        log.warn('submission failed; trying the next candidate', { sessionId: session.id, provider: c.profile.provider, ...errorFields(err) });
         attempts.push(entry(c, `submission failed: ${(err as Error).message}`, false));
       }
     }
-    const failed = await this.sql.transaction((tx) =>
-      transition(tx, sessionId, 'FAILED', {
-        from: ['PENDING', 'QUEUED'],
-        set: { attempts, errorMessage: `No compute could take the session: ${attempts.map((a) => a.reason).join('; ')}` },
-      }),
-    );
-    if (!failed) throw new Error(`session ${sessionId} changed while it was being placed`);
+    const errorMessage = `No compute could take the session: ${attempts.map((a) => a.reason).join('; ')}`;
+    const failed = placed
+      ? await this.sql.transaction((tx) =>
+          transition(tx, session.id, 'FAILED', { from: ['QUEUED'], set: { attempts, errorMessage } }),
+        )
+      : await insertSession(this.sql, session, 'FAILED', { attempts, errorMessage });
+    if (!failed) throw new Error(`session ${session.id} changed while it was being placed`);
     this.publisher.sessionChanged(failed);
     return failed;
   }
@@ -253,7 +269,7 @@ export class Orchestrator {
     const profile = await this.resolveProfile(session.organizationId, session.computeProfileId).catch(() => IMPLICIT_PLATFORM);
     const adapterProfile = session.computeProfileId ? profile : IMPLICIT_PLATFORM;
     try {
-      const payload = await this.payload(session, adapterProfile, session.lastCheckpointKey);
+      const payload = this.payload(session, await this.datasetFor(session.datasetVersionId), adapterProfile, session.lastCheckpointKey);
       const { externalJobId } = await this.providers.get(session.provider ?? 'PLATFORM').submit(adapterProfile, payload);
       await this.sql.query('update training_sessions set external_job_id = ? where id = ? and attempt = ?', [
         externalJobId,
@@ -282,16 +298,12 @@ export class Orchestrator {
     });
   }
 
-  private async payload(
-    session: TrainingSessionRecord,
+  private payload(
+    session: { id: string; organizationId: string; attempt: number; config: StoredTrainingConfig },
+    dataset: DatasetForJob,
     profile: ProfileForAdapter,
     checkpointKey: string | null,
-  ): Promise<JobPayload> {
-    const [dv] = await this.sql.query<{ id: string; sha256: string | null; format: string; size_bytes: string | null }>(
-      'select id, sha256, format, size_bytes from dataset_versions where id = ?',
-      [session.datasetVersionId],
-    );
-    if (!dv?.sha256) throw new Error('the dataset version has no archive checksum (not finalized)');
+  ): JobPayload {
     const { task, framework, architecture, epochs, ...rest } = session.config;
     const config: Record<string, unknown> = { task, framework, architecture, epochs };
     for (const [k, v] of Object.entries(rest)) if (v !== null && v !== undefined) config[k] = v;
@@ -302,12 +314,7 @@ export class Orchestrator {
       organizationId: session.organizationId,
       attempt: session.attempt,
       config,
-      dataset: {
-        versionId: dv.id,
-        sha256: dv.sha256,
-        format: dv.format.toLowerCase() as JobPayload['dataset']['format'],
-        sizeBytes: Number(dv.size_bytes ?? 0),
-      },
+      dataset,
       resume: checkpointKey ? { checkpointKey } : null,
       requirements: {
         gpus: Number(profile.config.gpus ?? 1),
@@ -317,4 +324,29 @@ export class Orchestrator {
       enqueuedAt: new Date().toISOString(),
     };
   }
+
+  private async datasetFor(datasetVersionId: string): Promise<DatasetForJob> {
+    const [dv] = await this.sql.query<{ id: string; sha256: string | null; format: string; size_bytes: string | null }>(
+      'select id, sha256, format, size_bytes from dataset_versions where id = ?',
+      [datasetVersionId],
+    );
+    if (!dv?.sha256) throw new Error('the dataset version has no archive checksum (not finalized)');
+    return datasetForJob(dv);
+  }
+}
+
+export interface DatasetForJob {
+  versionId: string;
+  sha256: string;
+  format: 'yolo' | 'coco' | 'image_folder';
+  sizeBytes: number;
+}
+
+export function datasetForJob(dv: { id: string; sha256: string | null; format: string; size_bytes: string | number | null }): DatasetForJob {
+  return {
+    versionId: dv.id,
+    sha256: dv.sha256 ?? '',
+    format: dv.format.toLowerCase() as DatasetForJob['format'],
+    sizeBytes: Number(dv.size_bytes ?? 0),
+  };
 }

@@ -59,6 +59,10 @@ export class PlatformProvider implements ProviderAdapter {
     return { ok: false, reason: 'no gpu-node is online and the profile does not allow waiting' };
   }
 
+  externalJobIdFor(payload: JobPayload): string {
+    return platformJobId(payload.sessionId, payload.attempt);
+  }
+
   async submit(_profile: ProfileForAdapter, payload: JobPayload): Promise<{ externalJobId: string }> {
     // A payload the nodes would refuse must fail here, where the orchestrator can record it.
     const valid = validateJobPayload(payload);

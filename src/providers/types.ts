@@ -41,6 +41,8 @@ export interface ProviderAdapter {
   /** Whether the provider can take a job now (or will queue it). */
   checkCapacity(profile: ProfileForAdapter): Promise<CheckResult>;
   submit(profile: ProfileForAdapter, payload: JobPayload): Promise<{ externalJobId: string }>;
+  /** When the job id is known before submitting, it is recorded with the session in one write. */
+  externalJobIdFor?(payload: JobPayload): string;
   /** Stops a submitted or running job; idempotent. */
   cancel(session: { id: string; attempt: number; externalJobId: string | null }): Promise<void>;
   close?(): Promise<void>;

@@ -3,6 +3,7 @@
 // fails loudly instead of corrupting a session, and every change stamps the same timestamps.
 import type { SqlQuery } from '../../db/sql.js';
 import { ConflictError } from '../../lib/errors.js';
+import type { StoredTrainingConfig } from './config.js';
 import type { SessionStatus } from './entity.js';
 import { SESSION_COLUMNS, sessionFromRow, type SessionRow, type TrainingSessionRecord } from './records.js';
 
@@ -88,6 +89,49 @@ export async function transition(
   const [row] = await tx.query<SessionRow>(
     `update training_sessions set ${sets.join(', ')} where id = ? returning ${SESSION_COLUMNS}`,
     [...params, sessionId],
+  );
+  return sessionFromRow(row);
+}
+
+export interface NewSession {
+  id: string;
+  organizationId: string;
+  createdById: string | null;
+  modelId: string;
+  datasetVersionId: string;
+  config: StoredTrainingConfig;
+  storageProfileId: string | null;
+  /** What a job needs to know of the dataset (read with the version, so placing needs no extra query). */
+  dataset: { versionId: string; sha256: string; format: 'yolo' | 'coco' | 'image_folder'; sizeBytes: number };
+}
+
+/**
+ * Creates a session that leaves PENDING in the same statement: QUEUED once a provider accepted it,
+ * or FAILED when none could. Saves the round trips of inserting PENDING and then moving it, on the
+ * path that must reach hundreds of submissions per second; the move is checked like any other.
+ */
+export async function insertSession(
+  tx: SqlQuery,
+  s: NewSession,
+  to: 'QUEUED' | 'FAILED',
+  set: TransitionSet,
+): Promise<TrainingSessionRecord> {
+  assertTransition('PENDING', to);
+  const columns = ['id', 'created_at', 'updated_at', 'organization_id', 'created_by_id', 'model_id', 'dataset_version_id',
+    'status', 'config', 'total_epochs', 'storage_profile_id', to === 'QUEUED' ? 'queued_at' : 'finished_at'];
+  const values: unknown[] = [s.id, s.organizationId, s.createdById, s.modelId, s.datasetVersionId, to, JSON.stringify(s.config),
+    s.config.epochs, s.storageProfileId];
+  const placeholders = ['?', 'now()', 'now()', '?', '?', '?', '?', '?', '?', '?', '?', 'now()'];
+  for (const [key, value] of Object.entries({ attempts: [], ...set })) {
+    const column = SETTABLE[key as keyof typeof SETTABLE];
+    if (!column) throw new Error(`insertSession cannot set ${key}`);
+    columns.push(column);
+    placeholders.push('?');
+    values.push(key === 'attempts' ? JSON.stringify(value) : value);
+  }
+  const [row] = await tx.query<SessionRow>(
+    `insert into training_sessions (${columns.join(', ')}) values (${placeholders.join(', ')}) returning ${SESSION_COLUMNS}`,
+    values,
   );
   return sessionFromRow(row);
 }
