@@ -7,7 +7,7 @@ import { ModelRef } from '../models/schema.js';
 import { AMP_MODES, EXPORT_FORMATS, OPTIMIZERS } from './config.js';
 import { ARTIFACT_KINDS, SESSION_STATUSES, type SessionAttempt } from './entity.js';
 import type { ArtifactRecord, EpochMetricRecord, TrainingSessionRecord } from './service.js';
-import { epochUpdates, sessionUpdates } from './subscriptions.js';
+import { epochUpdates, logLines, sessionUpdates, type LogLine } from './subscriptions.js';
 import { ValidationError } from '../../lib/errors.js';
 
 export const SessionStatusEnum = builder.enumType('TrainingSessionStatus', { values: SESSION_STATUSES });
@@ -228,7 +228,24 @@ builder.mutationFields((t) => ({
   }),
 }));
 
+const LogStreamEnum = builder.enumType('LogStream', { values: ['stdout', 'stderr'] as const });
+const TrainingLogLineRef = builder.objectRef<LogLine>('TrainingLogLine').implement({
+  fields: (t) => ({
+    stream: t.expose('stream', { type: LogStreamEnum }),
+    line: t.exposeString('line'),
+    attempt: t.exposeInt('attempt'),
+    at: t.field({ type: 'DateTime', resolve: (l) => l.ts }),
+  }),
+});
+
 builder.subscriptionFields((t) => ({
+  trainingLogs: t.field({
+    type: TrainingLogLineRef,
+    description: "The trainer's stdout and stderr lines while it runs (live only; the session's error keeps the stderr tail).",
+    args: { sessionId: t.arg.id() },
+    subscribe: (_r, { sessionId }, ctx) => logLines(ctx, localId(String(sessionId), 'TrainingSession', 'sessionId')),
+    resolve: (line) => line,
+  }),
   trainingSessionUpdated: t.field({
     type: TrainingSessionRef,
     description: 'The session now, then each change (status, progress, attempts, cost) until it ends.',

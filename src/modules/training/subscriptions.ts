@@ -82,3 +82,22 @@ export async function* epochUpdates(
     await Promise.allSettled([epochs.return(), sessions.return()]);
   }
 }
+
+export interface LogLine {
+  sessionId: string;
+  attempt: number;
+  stream: 'stdout' | 'stderr';
+  line: string;
+  ts: string;
+}
+
+/** The trainer's stdout/stderr lines as the node publishes them (live only; nothing is stored). */
+export async function* logLines(ctx: RequestContext, sessionId: string): AsyncGenerator<LogLine> {
+  await authorizedSession(ctx, sessionId);
+  const live = await ctx.app.topics.subscribe<LogLine>(ctx.app.redisNames.logsChannel(sessionId));
+  try {
+    for await (const line of live) yield line;
+  } finally {
+    await live.return();
+  }
+}
