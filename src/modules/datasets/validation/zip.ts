@@ -4,7 +4,8 @@
 // a front-to-back reader cannot tell where a stored entry ends. We therefore
 //   1. read the end record (last <= 64 KiB) and the central directory (one ranged read),
 //   2. make one sequential pass over the whole file, which hashes every byte and walks the
-//      entries in offset order, inflating each on the thread pool.
+//      entries in offset order, inflating them off this thread (inflate-workers.ts, or zlib's
+//      thread pool for small archives) while this thread hashes and reads on.
 // Three reads in all, so an S3 source costs three GETs, not one per entry.
 import type { Hash } from 'node:crypto';
 import { isUtf8 } from 'node:buffer';
@@ -24,8 +25,8 @@ const CDH_SIG = 0x02014b50;
 const LFH_SIG = 0x04034b50;
 const MAX_COMMENT = 0xffff;
 
-// Entries up to these sizes are inflated in one call on the thread pool, several at a time, so
-// the pool inflates while this thread hashes and parses; larger ones are streamed one by one.
+// Entries up to these sizes are inflated in one call, several at a time, so other threads
+// inflate while this one hashes and parses; larger ones are streamed one by one.
 const ONE_SHOT_MAX_COMPRESSED = 1024 * 1024;
 const ONE_SHOT_MAX_UNCOMPRESSED = 8 * 1024 * 1024;
 const MAX_IN_FLIGHT = 8;
