@@ -3,6 +3,7 @@
 // stream, concurrent jobs wanting the same dataset share one download, archives are extracted
 // only if every entry stays inside the target (no "..", absolute paths or links), and the least
 // recently used datasets beyond `keep` are deleted, never one a running job uses.
+import { isIgnoredEntry } from '../src/modules/datasets/validation/paths.js';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdir, open, rename, rm } from 'node:fs/promises';
@@ -274,10 +275,13 @@ async function sniffArchive(file: string): Promise<'zip' | 'tar'> {
   }
 }
 
-/** Metadata some archivers add; never part of a dataset, and it would defeat the single-folder rule. */
+/**
+ * Metadata some archivers add (macOS AppleDouble `._*`, `__MACOSX`, `.DS_Store`, Thumbs.db);
+ * never part of a dataset. The same rule as the API's validator, so what it accepted is exactly
+ * what the trainer sees (a `._img.jpg` would otherwise be read as a corrupt image).
+ */
 function isJunk(name: string): boolean {
-  const parts = name.split('/');
-  return parts[0] === '__MACOSX' || parts[parts.length - 1] === '.DS_Store';
+  return isIgnoredEntry(name.replace(/\/+$/, ''));
 }
 
 /** The entry's path inside `dest`, or a refusal. */

@@ -88,6 +88,11 @@ const envSchema = z.object({
   CVTRAIN_LOCAL_GPU_NODE: z.enum(['0', '1', 'true', 'false']).default('1'),
   // Background workers (event ingester, reaper) in this process; API-only replicas may turn them off.
   CVTRAIN_WORKERS: z.enum(['0', '1', 'true', 'false']).default('1'),
+  // --- dataset archive validation (zip-bomb and size limits; defaults in datasets/validation/limits.ts) ---
+  CVTRAIN_DATASET_MAX_ENTRIES: intFrom(1, 100_000_000).optional(),
+  CVTRAIN_DATASET_MAX_UNCOMPRESSED_BYTES: intFrom(1, Number.MAX_SAFE_INTEGER).optional(),
+  CVTRAIN_DATASET_MAX_ENTRY_BYTES: intFrom(1, Number.MAX_SAFE_INTEGER).optional(),
+  CVTRAIN_DATASET_MAX_RATIO: intFrom(2, 100_000).optional(),
   // --- storage (src/storage/; README "Storage") ---
   // Backend of the platform's own storage; organizations may bring their own (storage profiles).
   CVTRAIN_STORAGE: z.enum(['local', 's3', 'azure']).default('local'),
@@ -237,6 +242,14 @@ export function loadConfig(
     nodeOfflineMs: e.CVTRAIN_NODE_OFFLINE_MS,
     localGpuNode: e.CVTRAIN_LOCAL_GPU_NODE === '1' || e.CVTRAIN_LOCAL_GPU_NODE === 'true',
     workers: e.CVTRAIN_WORKERS === '1' || e.CVTRAIN_WORKERS === 'true',
+    datasetLimits: Object.fromEntries(
+      Object.entries({
+        maxEntries: e.CVTRAIN_DATASET_MAX_ENTRIES,
+        maxTotalUncompressedBytes: e.CVTRAIN_DATASET_MAX_UNCOMPRESSED_BYTES,
+        maxEntryUncompressedBytes: e.CVTRAIN_DATASET_MAX_ENTRY_BYTES,
+        maxCompressionRatio: e.CVTRAIN_DATASET_MAX_RATIO,
+      }).filter(([, v]) => v !== undefined),
+    ),
     storage: storageSettings(e, dataDir, warn),
   };
 }

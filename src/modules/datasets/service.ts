@@ -222,6 +222,7 @@ export class DatasetService {
         format: version.format,
         archiveName: version.filename,
         tempDir: this.ctx.config.dataDir,
+        limits: this.ctx.config.datasetLimits,
       });
       const [row] = await this.ctx.app.sql.query<Record<string, unknown>>(
         `update dataset_versions set status = ?, sha256 = ?, size_bytes = ?, class_names = ?, splits = ?, problems = ?,
