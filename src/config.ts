@@ -151,6 +151,13 @@ export interface Config {
   localGpuNode: boolean;
   workers: boolean;
   storage: StorageSettings;
+  /** Overrides of the archive validator's limits; unset ones keep their defaults. */
+  datasetLimits: {
+    maxEntries?: number;
+    maxTotalUncompressedBytes?: number;
+    maxEntryUncompressedBytes?: number;
+    maxCompressionRatio?: number;
+  };
 }
 
 export const DEFAULT_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/cvtrain';
