@@ -1,12 +1,15 @@
 // Cross-organization isolation: organization B (signed in as a user, and as an API key) must not
 // see, find, change or reference anything of organization A, through any query, mutation or
-// node(id:). Every Query and Mutation field of the schema is listed in one of the tables below,
-// and a test fails when the schema gains a field that no table lists.
+// node(id:), nor subscribe to it over websockets. Every Query, Mutation and Subscription field of
+// the schema is listed in one of the tables below, and a test fails when the schema gains a field
+// that no table lists.
 import { randomUUID } from 'node:crypto';
 import { decodeGlobalID, encodeGlobalID } from '@pothos/plugin-relay';
+import { createClient } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
 import { ok, signUp, startTestApi, type SignedUp, type TestApi } from './helpers/api.js';
-import { seedReadyDatasetVersion } from './helpers/seed.js';
+import { createDatasetVersion, datasetArchive, putArchive, seedReadyDatasetVersion } from './helpers/seed.js';
 
 let api: TestApi;
 
@@ -33,6 +36,8 @@ const SIGN_IN = `mutation($input: SignInInput!) { signIn(input: $input) {
   ${RESULT} ... on SignInSuccess { authPayload { token role organization { id } } } } }`;
 const SIGN_UP = `mutation($input: SignUpInput!) { signUp(input: $input) {
   ${RESULT} ... on SignUpSuccess { authPayload { token organization { id name } } } } }`;
+const CREATE_STORAGE = `mutation($input: CreateStorageProfileInput!) { createStorageProfile(input: $input) {
+  ${RESULT} ... on CreateStorageProfileSuccess { storageProfile { id name isDefault } } } }`;
 
 const SAGEMAKER_CONFIG = {
   region: 'eu-west-1',
@@ -41,6 +46,10 @@ const SAGEMAKER_CONFIG = {
   image: 'cvtrain/trainer:latest',
 };
 const SAGEMAKER_CREDENTIALS = { accessKeyId: 'AKIAABCDEFGHIJKLMNOP', secretAccessKey: 'cross-org-secret-access-key-0123' };
+// An organization's own bucket. Nothing listens at the endpoint: no test here moves data through
+// it (test/storage-profiles-api.test.ts does, against s3rver).
+const S3_CONFIG = { bucket: 'lake-bucket', region: 'eu-west-1', endpoint: 'http://127.0.0.1:9', forcePathStyle: true };
+const S3_CREDENTIALS = { accessKeyId: 'AKIALAKEACCESSKEY000', secretAccessKey: 'cross-org-lake-secret-0123456789' };
 
 /** Everything one organization owns, as global IDs. */
 interface OrgFixture {
@@ -49,10 +58,18 @@ interface OrgFixture {
   model: string;
   archivedModel: string;
   dataset: string;
+  /** READY, made through createDatasetVersion + upload + finalizeDatasetVersion. */
   datasetVersion: string;
+  /** Created and uploaded, not finalized yet: still UPLOADING. */
+  uploadedVersion: string;
   platformProfile: string;
   sagemakerProfile: string;
+  /** The organization's default storage profile (its own S3 bucket). */
+  storageProfile: string;
+  /** QUEUED (placed by the orchestrator; no GPU node runs it). */
   session: string;
+  /** PAUSED_BUDGET, the state resumeTrainingSession acts on. */
+  pausedSession: string;
   apiKey: string;
   apiKeySecret: string;
   /** A second user who is a MEMBER of this organization. */
@@ -67,7 +84,11 @@ async function mutate(token: string, query: string, variables: Record<string, un
   return res.data[field];
 }
 
-/** Seeds one of every object through the public API (dataset versions, model versions and epochs by SQL until their API lands). */
+/**
+ * Seeds one of every object through the public API. Model versions, epochs and a session's
+ * PAUSED_BUDGET status have no public writer (the ingester and a budget monitor write them) and are
+ * set by SQL, as marked below.
+ */
 async function seedOrg(label: string): Promise<OrgFixture> {
   const orgName = `${label} Corp ${randomUUID().slice(0, 6)}`;
   const owner = await signUp(api, orgName);
@@ -92,7 +113,10 @@ async function seedOrg(label: string): Promise<OrgFixture> {
     'createDataset',
     'dataset',
   ).id as string;
-  const datasetVersion = await seedReadyDatasetVersion(api, dataset, 'YOLO');
+  const datasetVersion = await seedReadyDatasetVersion(api, dataset, 'YOLO', t);
+  const upload = await createDatasetVersion(api, t, dataset, 'YOLO');
+  await putArchive(upload, datasetArchive('YOLO').bytes);
+  const uploadedVersion = upload.version.id;
   const platformProfile = ok(
     await api.gql(CREATE_PROFILE, {
       input: { name: 'gpus', provider: 'PLATFORM', strategy: 'QUEUE', config: { gpus: 1 }, isDefault: true, maxConcurrentJobs: 2 },
@@ -120,13 +144,26 @@ async function seedOrg(label: string): Promise<OrgFixture> {
     'trainModel',
     'trainingSession',
   ).id as string;
+  const pausedSession = ok(
+    await api.gql(TRAIN, { modelId: model, input: { datasetVersionId: datasetVersion, computeProfileId: platformProfile, config: { epochs: 2 } } }, t),
+    'trainModel',
+    'trainingSession',
+  ).id as string;
+  // Created after the dataset versions above, which stay in the platform's storage.
+  const storageProfile = ok(
+    await api.gql(CREATE_STORAGE, { input: { name: 'lake', kind: 'S3', config: S3_CONFIG, credentials: S3_CREDENTIALS, isDefault: true } }, t),
+    'createStorageProfile',
+    'storageProfile',
+  ).id as string;
   const created = ok(await api.gql(CREATE_KEY, { input: { name: `${label} ci`, role: 'OWNER' } }, t), 'createApiKey', 'createdApiKey');
   const member = await signUp(api, `${label} member home`);
   ok(await api.gql(ADD_MEMBER, { input: { email: member.email, role: 'MEMBER' } }, t), 'addMember', 'membership');
 
-  // No public API creates these yet (the orchestrator and ingester do): insert them so node(id:) covers their types.
+  // No public API writes these (the event ingester does, from a trainer's events; a budget monitor
+  // pauses sessions): insert them so node(id:) covers their types and resume has a session to act on.
   const conn = api.orm.em.getConnection();
   const orgId = localOf(owner.orgId);
+  await conn.execute(`update training_sessions set status = 'PAUSED_BUDGET', updated_at = now() where id = ?`, [localOf(pausedSession)]);
   const modelVersionId = randomUUID();
   await conn.execute(
     `insert into model_versions (id, created_at, updated_at, organization_id, model_id, version, session_id, metrics)
@@ -145,9 +182,12 @@ async function seedOrg(label: string): Promise<OrgFixture> {
     archivedModel,
     dataset,
     datasetVersion,
+    uploadedVersion,
     platformProfile,
     sagemakerProfile,
+    storageProfile,
     session,
+    pausedSession,
     apiKey: created.apiKey.id,
     apiKeySecret: created.secret,
     member,
@@ -199,7 +239,7 @@ const LISTS: ListCase[] = [
     query: '{ datasets(first: 100) { totalCount edges { node { id versions { id } } } } }',
     ids: (d) => [...edgeIds(d.datasets), ...d.datasets.edges.flatMap((e: any) => e.node.versions.map((v: any) => v.id))],
     total: (d) => d.datasets.totalCount,
-    aIds: (a) => [a.dataset, a.datasetVersion],
+    aIds: (a) => [a.dataset, a.datasetVersion, a.uploadedVersion],
   },
   {
     field: 'computeProfiles',
@@ -220,7 +260,7 @@ const LISTS: ListCase[] = [
         [e.node.id, e.node.latestEpoch?.id, e.node.model.id, e.node.datasetVersion.id, e.node.computeProfile?.id].filter(Boolean),
       ),
     total: (d) => d.trainingSessions.totalCount,
-    aIds: (a) => [a.session, a.epochMetric, a.model, a.datasetVersion, a.platformProfile],
+    aIds: (a) => [a.session, a.pausedSession, a.epochMetric, a.model, a.datasetVersion, a.platformProfile],
   },
   {
     field: 'trainingSessions',
@@ -230,6 +270,12 @@ const LISTS: ListCase[] = [
     ids: (d) => edgeIds(d.trainingSessions),
     total: (d) => d.trainingSessions.totalCount,
     aIds: (a) => [a.session],
+  },
+  {
+    field: 'storageProfiles',
+    query: '{ storageProfiles { id } }',
+    ids: (d) => d.storageProfiles.map((p: any) => p.id),
+    aIds: (a) => [a.storageProfile],
   },
   {
     field: 'apiKeys',
@@ -257,6 +303,7 @@ const GETTERS: GetterCase[] = [
   { field: 'computeProfile', target: (a) => a.platformProfile },
   { field: 'computeProfile', target: (a) => a.sagemakerProfile },
   { field: 'trainingSession', target: (a) => a.session },
+  { field: 'trainingSession', target: (a) => a.pausedSession },
 ];
 
 /** node(id:) for every type implementing Node (the test below checks this list against the schema). */
@@ -268,9 +315,12 @@ const NODES: { type: string; target: (a: OrgFixture) => string }[] = [
   { type: 'ModelVersion', target: (a) => a.modelVersion },
   { type: 'Dataset', target: (a) => a.dataset },
   { type: 'DatasetVersion', target: (a) => a.datasetVersion },
+  { type: 'DatasetVersion', target: (a) => a.uploadedVersion },
   { type: 'ComputeProfile', target: (a) => a.platformProfile },
   { type: 'ComputeProfile', target: (a) => a.sagemakerProfile },
   { type: 'TrainingSession', target: (a) => a.session },
+  { type: 'TrainingSession', target: (a) => a.pausedSession },
+  { type: 'StorageProfile', target: (a) => a.storageProfile },
   { type: 'EpochMetric', target: (a) => a.epochMetric },
   { type: 'ApiKey', target: (a) => a.apiKey },
 ];
@@ -400,10 +450,77 @@ const MUTATIONS: MutationCase[] = [
   },
   {
     field: 'cancelTrainingSession',
-    name: "cancelTrainingSession(A's PENDING session)",
+    name: "cancelTrainingSession(A's QUEUED session)",
     query: `mutation($id: ID!) { cancelTrainingSession(id: $id) { ${RESULT_ID} } }`,
     variables: (a) => ({ id: a.session }),
     expected: notFound('TrainingSession', (a) => a.session),
+  },
+  {
+    field: 'cancelTrainingSession',
+    name: "cancelTrainingSession(A's PAUSED_BUDGET session)",
+    query: `mutation($id: ID!) { cancelTrainingSession(id: $id) { ${RESULT_ID} } }`,
+    variables: (a) => ({ id: a.pausedSession }),
+    expected: notFound('TrainingSession', (a) => a.pausedSession),
+  },
+  {
+    field: 'resumeTrainingSession',
+    name: "resumeTrainingSession(A's PAUSED_BUDGET session)",
+    query: `mutation($id: ID!) { resumeTrainingSession(id: $id) { ${RESULT_ID} } }`,
+    variables: (a) => ({ id: a.pausedSession }),
+    expected: notFound('TrainingSession', (a) => a.pausedSession),
+  },
+  {
+    field: 'createDatasetVersion',
+    name: "createDatasetVersion(A's dataset)",
+    query: `mutation($id: ID!) { createDatasetVersion(input: { datasetId: $id, format: YOLO, filename: "mine.zip" }) { ${RESULT_ID} } }`,
+    variables: (a) => ({ id: a.dataset }),
+    expected: notFound('Dataset', (a) => a.dataset),
+  },
+  {
+    field: 'finalizeDatasetVersion',
+    name: "finalizeDatasetVersion(A's uploaded, unfinalized version)",
+    query: `mutation($id: ID!) { finalizeDatasetVersion(id: $id) { ${RESULT_ID} } }`,
+    variables: (a) => ({ id: a.uploadedVersion }),
+    expected: notFound('DatasetVersion', (a) => a.uploadedVersion),
+  },
+  {
+    field: 'finalizeDatasetVersion',
+    name: "finalizeDatasetVersion(A's READY version): not found rather than already final",
+    query: `mutation($id: ID!) { finalizeDatasetVersion(id: $id) { ${RESULT_ID} } }`,
+    variables: (a) => ({ id: a.datasetVersion }),
+    expected: notFound('DatasetVersion', (a) => a.datasetVersion),
+  },
+  {
+    field: 'updateStorageProfile',
+    name: "updateStorageProfile(A's storage profile, pointing it at B's bucket)",
+    query: `mutation($id: ID!, $config: JSON, $creds: JSON) { updateStorageProfile(id: $id, input: { name: "taken over", config: $config, credentials: $creds }) { ${RESULT_ID} } }`,
+    variables: (a) => ({
+      id: a.storageProfile,
+      config: { ...S3_CONFIG, bucket: 'attacker-bucket' },
+      creds: { accessKeyId: 'AKIAATTACKERATTACKER', secretAccessKey: 'attacker-secret-0123456789' },
+    }),
+    expected: notFound('StorageProfile', (a) => a.storageProfile),
+  },
+  {
+    field: 'updateStorageProfile',
+    name: "updateStorageProfile(A's default storage profile, unsetting the default)",
+    query: `mutation($id: ID!) { updateStorageProfile(id: $id, input: { isDefault: false }) { ${RESULT_ID} } }`,
+    variables: (a) => ({ id: a.storageProfile }),
+    expected: notFound('StorageProfile', (a) => a.storageProfile),
+  },
+  {
+    field: 'deleteStorageProfile',
+    name: "deleteStorageProfile(A's storage profile)",
+    query: `mutation($id: ID!) { deleteStorageProfile(id: $id) { ${RESULT_ID} } }`,
+    variables: (a) => ({ id: a.storageProfile }),
+    expected: notFound('StorageProfile', (a) => a.storageProfile),
+  },
+  {
+    field: 'checkStorageProfile',
+    name: "checkStorageProfile(A's storage profile)",
+    query: `mutation($id: ID!) { checkStorageProfile(id: $id) { ${RESULT_ID} } }`,
+    variables: (a) => ({ id: a.storageProfile }),
+    expected: notFound('StorageProfile', (a) => a.storageProfile),
   },
 ];
 
@@ -510,6 +627,27 @@ const OTHERS: OtherCase[] = [
     },
   },
   {
+    field: 'createStorageProfile',
+    kind: 'mutation',
+    // (Both organizations already hold a profile named "lake": names are unique per organization.)
+    why: "B's new default leaves A's default alone, and A neither lists nor finds B's profile",
+    check: async () => {
+      for (const [label, token] of CALLERS) {
+        const created = await mutate(
+          token(),
+          CREATE_STORAGE,
+          { input: { name: `lake ${label}`, kind: 'S3', config: S3_CONFIG, credentials: S3_CREDENTIALS, isDefault: true } },
+          'createStorageProfile',
+        );
+        expect(created.__typename, JSON.stringify(created)).toBe('CreateStorageProfileSuccess');
+        expect(created.storageProfile.isDefault).toBe(true);
+        const asA = await api.gql('query($id: ID!) { storageProfiles { id isDefault } node(id: $id) { id } }', { id: created.storageProfile.id }, A.owner.token);
+        expect(asA.data.node).toBeNull();
+        expect(asA.data.storageProfiles).toEqual([{ id: A.storageProfile, isDefault: true }]);
+      }
+    },
+  },
+  {
     field: 'createApiKey',
     kind: 'mutation',
     why: "B's new key acts for B only and is not listed to A",
@@ -545,15 +683,217 @@ const OTHERS: OtherCase[] = [
   },
 ];
 
+// --- Subscriptions (graphql-ws on the same /graphql path) ------------------------------------------
+
+type WsEvent = { next: { data?: any; errors?: any[] } } | { error: { message: string; extensions?: { code?: string } }[] } | 'complete';
+
+/**
+ * Subscribes with a real graphql-ws client, authenticated in connection_init like any client, and
+ * collects what arrives until the server errors or completes the operation, `until` says enough,
+ * or `waitMs` passes.
+ */
+async function subscribe(
+  token: string | null,
+  query: string,
+  variables: Record<string, unknown>,
+  opts: { until?: (events: WsEvent[]) => boolean; waitMs?: number; onOpen?: () => Promise<void> } = {},
+): Promise<WsEvent[]> {
+  const client = createClient({
+    url: api.url.replace(/^http/, 'ws'),
+    webSocketImpl: WebSocket,
+    connectionParams: token ? { authorization: `Bearer ${token}` } : {},
+    retryAttempts: 0,
+    lazy: true,
+  });
+  const events: WsEvent[] = [];
+  try {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, opts.waitMs ?? 3_000);
+      const done = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      client.subscribe(
+        { query, variables },
+        {
+          next: (value) => {
+            events.push({ next: value as any });
+            if (opts.until?.(events)) done();
+          },
+          error: (err) => {
+            events.push({ error: Array.isArray(err) ? err : [{ message: String((err as Error)?.message ?? JSON.stringify(err)) }] });
+            done();
+          },
+          complete: () => {
+            events.push('complete');
+            done();
+          },
+        },
+      );
+      if (opts.onOpen) void opts.onOpen();
+    });
+  } finally {
+    await client.dispose();
+  }
+  return events;
+}
+
+const SESSION_UPDATED = 'subscription($id: ID!) { trainingSessionUpdated(id: $id) { id status model { id } datasetVersion { id } } }';
+const EPOCHS = 'subscription($id: ID!) { trainingEpochs(sessionId: $id) { id epoch metrics } }';
+const NODES_UPDATED = 'subscription { gpuNodeUpdated { id host status slots } }';
+
+/** What another organization must get: one GraphQL error, NOT_FOUND, and no data at all. */
+function expectNotFoundOnly(events: WsEvent[]) {
+  expect(events).toHaveLength(1);
+  const [only] = events;
+  expect(only).toHaveProperty('error');
+  const errors = (only as { error: { message: string; extensions?: { code?: string } }[] }).error;
+  expect(errors.map((e) => e.extensions?.code)).toEqual(['NOT_FOUND']);
+  expect(JSON.stringify(errors)).not.toMatch(/detector|shapes|gpus|QUEUED/);
+}
+
+interface SubscriptionCase {
+  field: string;
+  why: string;
+  check: () => Promise<void>;
+}
+
+const SUBSCRIPTIONS: SubscriptionCase[] = [
+  {
+    field: 'trainingSessionUpdated',
+    why: "B subscribing to A's session gets NOT_FOUND and no data, exactly as for an id that does not exist",
+    check: async () => {
+      // Positive control: A gets its own session at once.
+      const own = await subscribe(A.owner.token, SESSION_UPDATED, { id: A.session }, { until: (e) => e.length >= 1 });
+      expect(own[0]).toEqual({ next: { data: { trainingSessionUpdated: { id: A.session, status: 'QUEUED', model: { id: A.model }, datasetVersion: { id: A.datasetVersion } } } } });
+      const missing = encodeGlobalID('TrainingSession', randomUUID());
+      for (const [, token] of CALLERS) {
+        for (const id of [A.session, A.pausedSession]) expectNotFoundOnly(await subscribe(token(), SESSION_UPDATED, { id }));
+        // Indistinguishable from a session that does not exist anywhere.
+        const other = await subscribe(token(), SESSION_UPDATED, { id: A.session });
+        const none = await subscribe(token(), SESSION_UPDATED, { id: missing });
+        expect(JSON.stringify(other)).toBe(JSON.stringify(none));
+      }
+    },
+  },
+  {
+    field: 'trainingSessionUpdated',
+    why: "a change to A's session published while B's subscription attempt is open reaches only A",
+    check: async () => {
+      // A cancels its own (spare) session while A and B both subscribe to it.
+      const spare = ok(
+        await api.gql(TRAIN, { modelId: A.model, input: { datasetVersionId: A.datasetVersion, config: { epochs: 1 } } }, A.owner.token),
+        'trainModel',
+        'trainingSession',
+      ).id as string;
+      const cancel = () =>
+        new Promise<void>((resolve) => setTimeout(resolve, 300)).then(async () => {
+          await mutate(A.owner.token, `mutation($id: ID!) { cancelTrainingSession(id: $id) { ${RESULT_ID} } }`, { id: spare }, 'cancelTrainingSession');
+        });
+      const [asA, asB] = await Promise.all([
+        subscribe(A.owner.token, SESSION_UPDATED, { id: spare }, { onOpen: cancel, waitMs: 5_000 }),
+        subscribe(bKey, SESSION_UPDATED, { id: spare }, { waitMs: 1_500 }),
+      ]);
+      expect(asA.map((e) => (e === 'complete' ? e : 'next' in e ? e.next.data?.trainingSessionUpdated.status : 'error'))).toEqual(['QUEUED', 'CANCELLED', 'complete']);
+      expectNotFoundOnly(asB);
+    },
+  },
+  {
+    field: 'trainingEpochs',
+    why: "B subscribing to A's epochs gets NOT_FOUND and no data (no replay of A's stored epoch)",
+    check: async () => {
+      // Positive control: A's replay starts with its stored epoch.
+      const own = await subscribe(A.owner.token, EPOCHS, { id: A.session }, { until: (e) => e.length >= 1 });
+      expect(own[0]).toEqual({ next: { data: { trainingEpochs: { id: A.epochMetric, epoch: 1, metrics: { loss: 1.5 } } } } });
+      for (const [, token] of CALLERS) {
+        for (const id of [A.session, A.pausedSession]) {
+          const events = await subscribe(token(), EPOCHS, { id });
+          expectNotFoundOnly(events);
+          expect(JSON.stringify(events)).not.toContain('1.5');
+        }
+        const sinceZero = await subscribe(token(), 'subscription($id: ID!) { trainingEpochs(sessionId: $id, sinceEpoch: 0) { epoch } }', { id: A.session });
+        expectNotFoundOnly(sinceZero);
+      }
+    },
+  },
+  {
+    field: 'trainingLogs',
+    why: "B subscribing to A's trainer output gets NOT_FOUND and no data, while A receives the lines",
+    check: async () => {
+      const LOGS = 'subscription($id: ID!) { trainingLogs(sessionId: $id) { stream line attempt } }';
+      // A gpu-node publishes each trainer line on the session's Redis channel; do the same here
+      // until A's subscription (open by then) has received one.
+      const line = { sessionId: localOf(A.session), attempt: 1, stream: 'stdout', line: 'epoch 1/3 loss 1.5 (secret A output)', ts: new Date().toISOString() };
+      let publishing = true;
+      const publish = async () => {
+        while (publishing) {
+          api.app.topics.publish(api.app.redisNames.logsChannel(localOf(A.session)), line);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      };
+      const received = (events: WsEvent[]) => events.some((e) => e !== 'complete' && 'next' in e);
+      try {
+        const [asA, asBUser, asBKey] = await Promise.all([
+          subscribe(A.owner.token, LOGS, { id: A.session }, { until: received, waitMs: 5_000, onOpen: publish }),
+          subscribe(B.owner.token, LOGS, { id: A.session }),
+          subscribe(bKey, LOGS, { id: A.session }),
+        ]);
+        expect(asA[0]).toEqual({ next: { data: { trainingLogs: { stream: 'stdout', line: line.line, attempt: 1 } } } });
+        for (const events of [asBUser, asBKey]) {
+          expectNotFoundOnly(events);
+          expect(JSON.stringify(events)).not.toContain('secret A output');
+        }
+      } finally {
+        publishing = false;
+      }
+    },
+  },
+  {
+    field: 'gpuNodeUpdated',
+    why: 'platform GPU nodes are shared by every organization by design: it needs authentication, and A and B see the same update',
+    check: async () => {
+      const anonymous = await subscribe(null, NODES_UPDATED, {});
+      expect(anonymous).toHaveLength(1);
+      expect((anonymous[0] as { error: { extensions?: { code?: string } }[] }).error.map((e) => e.extensions?.code)).toEqual(['UNAUTHENTICATED']);
+      const bad = await subscribe('cvt_00000000000000000000000000000000_not-a-real-key-at-all-not-a-real-key-0123', NODES_UPDATED, {});
+      expect((bad[0] as { error: { extensions?: { code?: string } }[] }).error.map((e) => e.extensions?.code)).toEqual(['UNAUTHENTICATED']);
+
+      // A node registers through the node API while A and B listen.
+      const nodeId = `xorg-${randomUUID().slice(0, 8)}`;
+      const register = () =>
+        new Promise<void>((resolve) => setTimeout(resolve, 500)).then(async () => {
+          const res = await fetch(`${new URL(api.url).origin}/node/v1/register`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', authorization: `Bearer ${api.app.config.nodeToken}` },
+            body: JSON.stringify({ nodeId, host: 'shared-gpu-host', version: '1', slots: 1, gpus: [] }),
+          });
+          expect(res.status).toBe(200);
+        });
+      const untilNode = (events: WsEvent[]) => events.some((e) => e !== 'complete' && 'next' in e && e.next.data?.gpuNodeUpdated.id === nodeId);
+      const [asA, asBUser, asBKey] = await Promise.all([
+        subscribe(A.owner.token, NODES_UPDATED, {}, { until: untilNode, waitMs: 5_000, onOpen: register }),
+        subscribe(B.owner.token, NODES_UPDATED, {}, { until: untilNode, waitMs: 5_000 }),
+        subscribe(bKey, NODES_UPDATED, {}, { until: untilNode, waitMs: 5_000 }),
+      ]);
+      const seen = (events: WsEvent[]) =>
+        events.filter((e) => e !== 'complete' && 'next' in e && e.next.data?.gpuNodeUpdated.id === nodeId).map((e) => (e as { next: any }).next);
+      expect(seen(asA)).toEqual([{ data: { gpuNodeUpdated: { id: nodeId, host: 'shared-gpu-host', status: 'ONLINE', slots: 1 } } }]);
+      expect(seen(asBUser)).toEqual(seen(asA));
+      expect(seen(asBKey)).toEqual(seen(asA));
+    },
+  },
+];
+
 // --- A's state, read back as A, to prove nothing changed --------------------------------------------
 
 const A_STATE = `{
   viewer { organization { id name } }
   models(first: 100, includeArchived: true) { totalCount edges { node { id name description architecture archivedAt updatedAt versions { id } } } }
-  datasets(first: 100) { totalCount edges { node { id name description updatedAt versions { id status } } } }
+  datasets(first: 100) { totalCount edges { node { id name description updatedAt versions { id version status sha256 sizeBytes finalizedAt } } } }
   computeProfiles(first: 100) { totalCount edges { node { id name strategy config hasCredentials credentialsHint
     fallbackProfileIds isDefault maxConcurrentJobs maxCostPerSessionUsd updatedAt } } }
-  trainingSessions(first: 100) { totalCount edges { node { id status finishedAt computeProfile { id } } } }
+  trainingSessions(first: 100) { totalCount edges { node { id status attempt cancelRequested finishedAt computeProfile { id } } } }
+  storageProfiles { id name kind config isDefault credentialsHint updatedAt }
   apiKeys { id name role revokedAt }
   members { role user { id email } }
 }`;
@@ -566,17 +906,16 @@ async function stateOfA() {
 
 /** Every row an organization owns, straight from the database (catches writes the API would not show). */
 async function rowsOf(org: OrgFixture) {
-  const conn = api.orm.em.getConnection();
-  const orgId = localOf(org.owner.orgId);
-  const out: Record<string, unknown> = {};
-  for (const table of ['models', 'model_versions', 'datasets', 'dataset_versions', 'compute_profiles', 'training_sessions', 'epoch_metrics', 'api_keys', 'memberships']) {
-    // last_used_at is bookkeeping written when A's own key is used.
-    out[table] = (await conn.execute(`select * from ${table} where organization_id = ? order by id`, [orgId])).map(
-      ({ last_used_at: _ignored, ...row }: Record<string, unknown>) => row,
-    );
-  }
-  out.organizations = await conn.execute('select * from organizations where id = ?', [orgId]);
-  return JSON.parse(JSON.stringify(out));
+  const tables = ['models', 'model_versions', 'datasets', 'dataset_versions', 'compute_profiles', 'storage_profiles', 'training_sessions', 'epoch_metrics', 'artifacts', 'api_keys', 'memberships'];
+  // One statement for all tables (run for each case, twice per organization).
+  const [row] = await api.orm.em.getConnection().execute<Record<string, unknown>[]>(
+    `select ${tables
+      // last_used_at is bookkeeping written when A's own key is used.
+      .map((t) => `(select coalesce(json_agg(to_jsonb(x) - 'last_used_at' order by x.id), '[]') from ${t} x where organization_id = ?) as ${t}`)
+      .join(', ')}, (select json_agg(to_jsonb(o)) from organizations o where id = ?) as organizations`,
+    [...tables.map(() => localOf(org.owner.orgId)), localOf(org.owner.orgId)],
+  );
+  return row;
 }
 
 beforeAll(async () => {
@@ -649,7 +988,7 @@ describe.each(CALLERS)('as %s', (_label, token) => {
       const result = await mutate(token(), c.query, c.variables(A, B), c.field);
       expect(result).toMatchObject(c.expected(A));
       // The error names no A object beyond the id B itself sent.
-      expect(result.message).not.toMatch(/detector|shapes|gpus|aws/);
+      expect(result.message).not.toMatch(/detector|shapes|gpus|aws|lake/);
       expect(await stateOfA()).toEqual(before.api);
       expect(await rowsOf(A)).toEqual(before.rowsA);
       // A refused mutation writes nothing on B's side either (no half-made profile, no session).
@@ -659,11 +998,22 @@ describe.each(CALLERS)('as %s', (_label, token) => {
 });
 
 describe('after B tried everything', () => {
-  it("A's key still works and A's session is still PENDING", async () => {
+  it("A's key still works and A's sessions and versions are as A left them", async () => {
     const viewer = await api.gql('{ viewer { organization { id } apiKey { id revokedAt } } }', {}, A.apiKeySecret);
     expect(viewer.data.viewer).toEqual({ organization: { id: A.owner.orgId }, apiKey: { id: A.apiKey, revokedAt: null } });
-    const s = await api.gql('query($id: ID!) { trainingSession(id: $id) { status } }', { id: A.session }, A.owner.token);
-    expect(s.data.trainingSession.status).toBe('PENDING');
+    const s = await api.gql(
+      `query($s: ID!, $p: ID!, $u: ID!, $r: ID!) { s: trainingSession(id: $s) { status cancelRequested } p: trainingSession(id: $p) { status }
+        u: node(id: $u) { ... on DatasetVersion { status } } r: node(id: $r) { ... on DatasetVersion { status } } }`,
+      { s: A.session, p: A.pausedSession, u: A.uploadedVersion, r: A.datasetVersion },
+      A.owner.token,
+    );
+    // trainModel places a session at once: with no GPU node online it waits QUEUED.
+    expect(s.data).toEqual({
+      s: { status: 'QUEUED', cancelRequested: false },
+      p: { status: 'PAUSED_BUDGET' },
+      u: { status: 'UPLOADING' },
+      r: { status: 'READY' },
+    });
   });
 
   it("B can do the same things to its own objects (the failures above were about the organization)", async () => {
@@ -674,8 +1024,16 @@ describe('after B tried everything', () => {
       'trainModel',
     );
     expect(train.__typename).toBe('TrainModelSuccess');
-    const cancel = await mutate(B.owner.token, `mutation($id: ID!) { cancelTrainingSession(id: $id) { ${RESULT_ID} } }`, { id: train.trainingSession.id }, 'cancelTrainingSession');
-    expect(cancel.__typename).toBe('CancelTrainingSessionSuccess');
+    expect(train.trainingSession.status).toBe('QUEUED');
+    const cancel = await mutate(B.owner.token, `mutation($id: ID!) { cancelTrainingSession(id: $id) { ${RESULT_ID} ... on CancelTrainingSessionSuccess { trainingSession { status } } } }`, { id: train.trainingSession.id }, 'cancelTrainingSession');
+    expect(cancel).toEqual({ __typename: 'CancelTrainingSessionSuccess', trainingSession: { status: 'CANCELLED' } });
+    const resume = await mutate(B.owner.token, `mutation($id: ID!) { resumeTrainingSession(id: $id) { ${RESULT_ID} ... on ResumeTrainingSessionSuccess { trainingSession { status } } } }`, { id: B.pausedSession }, 'resumeTrainingSession');
+    expect(resume).toEqual({ __typename: 'ResumeTrainingSessionSuccess', trainingSession: { status: 'QUEUED' } });
+    const finalize = await mutate(B.owner.token, `mutation($id: ID!) { finalizeDatasetVersion(id: $id) { ${RESULT_ID} ... on FinalizeDatasetVersionSuccess { datasetVersion { status } } } }`, { id: B.uploadedVersion }, 'finalizeDatasetVersion');
+    expect(finalize).toEqual({ __typename: 'FinalizeDatasetVersionSuccess', datasetVersion: { status: 'READY' } });
+    const check = await mutate(B.owner.token, `mutation($id: ID!) { checkStorageProfile(id: $id) { ${RESULT_ID} ... on CheckStorageProfileSuccess { check { ok } } } }`, { id: B.storageProfile }, 'checkStorageProfile');
+    // Nothing listens at the profile's endpoint: the check runs and reports the failure.
+    expect(check).toEqual({ __typename: 'CheckStorageProfileSuccess', check: { ok: false } });
     const rename = await mutate(B.owner.token, `mutation($id: ID!) { updateModel(id: $id, input: { description: "mine" }) { ${RESULT_ID} } }`, { id: B.model }, 'updateModel');
     expect(rename.__typename).toBe('UpdateModelSuccess');
   });
@@ -705,6 +1063,12 @@ describe('after B tried everything', () => {
   });
 });
 
+describe('subscriptions over websockets', () => {
+  it.each(SUBSCRIPTIONS.map((c) => [`${c.field}: ${c.why}`, c] as const))('%s', async (_name, c) => {
+    await c.check();
+  });
+});
+
 describe('fields without an id of another organization', () => {
   it.each(OTHERS.map((c) => [`${c.kind} ${c.field}: ${c.why}`, c] as const))('%s', async (_name, c) => {
     await c.check();
@@ -712,7 +1076,7 @@ describe('fields without an id of another organization', () => {
 });
 
 describe('coverage', () => {
-  it('every Query and Mutation field of the schema is listed in a cross-org table of this file', async () => {
+  it('every Query, Mutation and Subscription field of the schema is listed in a cross-org table of this file', async () => {
     const res = await api.gql(
       `{ __schema { queryType { fields { name } } mutationType { fields { name } } subscriptionType { fields { name } } } }`,
     );
@@ -730,9 +1094,8 @@ describe('coverage', () => {
     // with an assertion that organization B cannot reach organization A through it.
     expect(listed('query')).toEqual(schemaFields(res.data.__schema.queryType));
     expect(listed('mutation')).toEqual(schemaFields(res.data.__schema.mutationType));
-    // Subscriptions (trainingSessionUpdated, trainingEpochs, ...) need the same check over
-    // websockets; none is listed yet, so a new one fails here until it gets a cross-org test.
-    expect(schemaFields(res.data.__schema.subscriptionType)).toEqual([]);
+    // Subscriptions are checked over websockets (SUBSCRIPTIONS above).
+    expect([...new Set(SUBSCRIPTIONS.map((c) => c.field))].sort()).toEqual(schemaFields(res.data.__schema.subscriptionType));
   });
 
   it('every type implementing Node is in the node(id:) table', async () => {

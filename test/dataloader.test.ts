@@ -56,7 +56,8 @@ beforeAll(async () => {
       'dataset',
     );
     models.push(model.id);
-    versions.push(await seedReadyDatasetVersion(api, dataset.id));
+    // Through the public API: createDatasetVersion, PUT of a real archive, finalizeDatasetVersion.
+    versions.push(await seedReadyDatasetVersion(api, dataset.id, 'YOLO', user.token));
   }
   const conn = api.orm.em.getConnection();
   for (let i = 0; i < 50; i++) {
@@ -70,7 +71,8 @@ beforeAll(async () => {
       'trainModel',
       'trainingSession',
     );
-    // Epoch rows arrive from trainers (the ingestion issue); here they are inserted directly.
+    // Epoch rows have no public writer: the event ingester stores them from a trainer's events on a
+    // gpu-node. Without running a trainer they are inserted here as the ingester does.
     const sessionId = decodeGlobalID(session.id).id;
     expectedEpochs.set(session.id, i % 4);
     for (let epoch = 1; epoch <= (i % 4); epoch++) {

@@ -1,11 +1,12 @@
-// Roles: OWNER > ADMIN > MEMBER > VIEWER. VIEWER only reads; MEMBER works with models, datasets and
-// training; OWNER and ADMIN also manage compute profiles, API keys and members. Every mutation is
-// tried by every role, as a signed-in user and as an API key of that role; a refused one writes nothing.
+// Roles: OWNER > ADMIN > MEMBER > VIEWER. VIEWER only reads; MEMBER works with models, datasets
+// (and their versions) and training; OWNER and ADMIN also manage compute and storage profiles, API
+// keys and members. Every mutation is tried by every role, as a signed-in user and as an API key of
+// that role; a refused one writes nothing.
 import { randomUUID } from 'node:crypto';
 import { decodeGlobalID, encodeGlobalID } from '@pothos/plugin-relay';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ok, signUp, startTestApi, type SignedUp, type TestApi } from './helpers/api.js';
-import { seedReadyDatasetVersion } from './helpers/seed.js';
+import { createDatasetVersion, datasetArchive, putArchive, seedReadyDatasetVersion } from './helpers/seed.js';
 
 type Role = 'OWNER' | 'ADMIN' | 'MEMBER' | 'VIEWER';
 const ROLES: Role[] = ['OWNER', 'ADMIN', 'MEMBER', 'VIEWER'];
@@ -33,6 +34,14 @@ const CREATE_PROFILE = `mutation($input: CreateComputeProfileInput!) { createCom
   ${RESULT} ... on CreateComputeProfileSuccess { computeProfile { id } } } }`;
 const TRAIN = `mutation($modelId: ID!, $input: TrainModelInput!) { trainModel(modelId: $modelId, input: $input) {
   ${RESULT_ID} ... on TrainModelSuccess { trainingSession { id } } } }`;
+const CREATE_STORAGE = `mutation($input: CreateStorageProfileInput!) { createStorageProfile(input: $input) {
+  ${RESULT} ... on CreateStorageProfileSuccess { storageProfile { id } } } }`;
+// Nothing listens there: checkStorageProfile runs and reports the failure (a success of the mutation).
+const S3_PROFILE = {
+  kind: 'S3',
+  config: { bucket: 'roles-bucket', endpoint: 'http://127.0.0.1:9', forcePathStyle: true },
+  credentials: { accessKeyId: 'AKIAROLESROLESROLES0', secretAccessKey: 'roles-secret-access-key-0123' },
+};
 
 const unique = (prefix: string) => `${prefix} ${randomUUID().slice(0, 8)}`;
 
@@ -59,7 +68,7 @@ async function newKey(role: Role, token = owner.token): Promise<{ id: string; se
 
 /** Every row of the organization (and every user), to prove a refused mutation wrote nothing. One statement. */
 async function orgRows() {
-  const tables = ['models', 'datasets', 'dataset_versions', 'compute_profiles', 'training_sessions', 'api_keys', 'memberships'];
+  const tables = ['models', 'datasets', 'dataset_versions', 'compute_profiles', 'storage_profiles', 'training_sessions', 'api_keys', 'memberships'];
   const [row] = await api.orm.em.getConnection().execute<Record<string, unknown>[]>(
     `select ${tables
       // last_used_at is bookkeeping of the caller's own key.
@@ -148,6 +157,35 @@ const MUTATIONS: MutationCase[] = [
     },
   },
   {
+    field: 'resumeTrainingSession',
+    minRole: 'MEMBER',
+    query: `mutation($id: ID!) { resumeTrainingSession(id: $id) { ${RESULT_ID} } }`,
+    prepare: async () => {
+      const data = await run(TRAIN, { modelId: model, input: { datasetVersionId: datasetVersion, config: { epochs: 2 } } }, owner.token);
+      const id = data.trainModel.trainingSession.id;
+      // No public writer pauses a session (a budget monitor does): set PAUSED_BUDGET directly.
+      await api.orm.em.getConnection().execute(`update training_sessions set status = 'PAUSED_BUDGET' where id = ?`, [decodeGlobalID(id).id]);
+      return { id };
+    },
+  },
+  {
+    field: 'createDatasetVersion',
+    minRole: 'MEMBER',
+    query: `mutation($id: ID!) { createDatasetVersion(input: { datasetId: $id, format: YOLO, filename: "shapes.tar.gz" }) { ${RESULT_ID} } }`,
+    prepare: async () => ({ id: dataset }),
+  },
+  {
+    field: 'finalizeDatasetVersion',
+    minRole: 'MEMBER',
+    query: `mutation($id: ID!) { finalizeDatasetVersion(id: $id) { ${RESULT_ID} } }`,
+    prepare: async () => {
+      // Created and uploaded by the OWNER; only the finalize is the caller's.
+      const upload = await createDatasetVersion(api, owner.token, dataset, 'YOLO');
+      await putArchive(upload, datasetArchive('YOLO').bytes);
+      return { id: upload.version.id };
+    },
+  },
+  {
     field: 'createComputeProfile',
     minRole: 'ADMIN',
     query: CREATE_PROFILE,
@@ -164,6 +202,35 @@ const MUTATIONS: MutationCase[] = [
     minRole: 'ADMIN',
     query: `mutation($id: ID!) { deleteComputeProfile(id: $id) { ${RESULT_ID} } }`,
     prepare: async () => ({ id: await ownerProfile() }),
+  },
+  {
+    field: 'createStorageProfile',
+    minRole: 'ADMIN',
+    query: CREATE_STORAGE,
+    prepare: async () => ({ input: { name: unique('storage'), ...S3_PROFILE } }),
+  },
+  {
+    field: 'updateStorageProfile',
+    minRole: 'ADMIN',
+    // Not isDefault: a default profile at a dead endpoint would take the dataset uploads of the cases above.
+    query: `mutation($id: ID!, $name: String!, $creds: JSON) { updateStorageProfile(id: $id, input: { name: $name, credentials: $creds }) { ${RESULT_ID} } }`,
+    prepare: async () => ({
+      id: await ownerStorage(),
+      name: unique('renamed storage'),
+      creds: { accessKeyId: 'AKIAROTATEDROTATED00', secretAccessKey: 'rotated-secret-access-key-0123' },
+    }),
+  },
+  {
+    field: 'deleteStorageProfile',
+    minRole: 'ADMIN',
+    query: `mutation($id: ID!) { deleteStorageProfile(id: $id) { ${RESULT_ID} } }`,
+    prepare: async () => ({ id: await ownerStorage() }),
+  },
+  {
+    field: 'checkStorageProfile',
+    minRole: 'ADMIN',
+    query: `mutation($id: ID!) { checkStorageProfile(id: $id) { ${RESULT_ID} } }`,
+    prepare: async () => ({ id: await ownerStorage() }),
   },
   {
     field: 'createApiKey',
@@ -226,6 +293,10 @@ async function ownerModel(): Promise<string> {
   }, owner.token);
   return data.createModel.model.id;
 }
+async function ownerStorage(): Promise<string> {
+  const data = await run(CREATE_STORAGE, { input: { name: unique('fixture storage'), ...S3_PROFILE } }, owner.token);
+  return data.createStorageProfile.storageProfile.id;
+}
 async function ownerProfile(): Promise<string> {
   const data = await run(CREATE_PROFILE, { input: { name: unique('fixture profile'), provider: 'PLATFORM', strategy: 'QUEUE' } }, owner.token);
   return data.createComputeProfile.computeProfile.id;
@@ -241,6 +312,7 @@ const QUERIES: { field: string; minRole: Role; query: string; variables?: () => 
   { field: 'trainingSessions', minRole: 'VIEWER', query: '{ trainingSessions { totalCount } }' },
   { field: 'members', minRole: 'VIEWER', query: '{ members { role } }' },
   { field: 'gpuNodes', minRole: 'VIEWER', query: '{ gpuNodes { id } }' },
+  { field: 'storageProfiles', minRole: 'VIEWER', query: '{ storageProfiles { id name config credentialsHint } }' },
   { field: 'apiKeys', minRole: 'ADMIN', query: '{ apiKeys { id } }' },
   { field: 'node', minRole: 'VIEWER', query: 'query($id: ID!) { node(id: $id) { id } }', variables: () => ({ id: model }) },
   { field: 'model', minRole: 'VIEWER', query: 'query($id: ID!) { model(id: $id) { id } }', variables: () => ({ id: model }) },
@@ -270,7 +342,7 @@ beforeAll(async () => {
   model = await ownerModel();
   const ds = await run(`mutation { createDataset(input: { name: "roles data", task: OBJECT_DETECTION }) { ... on CreateDatasetSuccess { dataset { id } } } }`, {}, owner.token);
   dataset = ds.createDataset.dataset.id;
-  datasetVersion = await seedReadyDatasetVersion(api, dataset);
+  datasetVersion = await seedReadyDatasetVersion(api, dataset, 'YOLO', owner.token);
   profile = await ownerProfile();
   session = (await run(TRAIN, { modelId: model, input: { datasetVersionId: datasetVersion, config: { epochs: 2 } } }, owner.token)).trainModel
     .trainingSession.id;

@@ -1,8 +1,9 @@
 // Secrets never leak: the real server (`node --import tsx src/main.ts`, development mode, debug
 // logging) is run in a child process, every response body and every line it writes to stdout and
 // stderr is kept, and then neither those nor a full dump of the database may contain any secret
-// that was sent (provider credentials, API key, password, session token, server keys). Stored
-// credentials are AES-256-GCM envelopes bound to their organization and row, and survive key rotation.
+// that was sent (compute and storage profile credentials, API key, password, session token, server
+// keys). Stored credentials are AES-256-GCM envelopes bound to their organization and row, and
+// survive key rotation.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -45,6 +46,19 @@ const AZURE_CREDS = {
   clientSecret: `azure-secret-${marker}-Q~8Xk`,
 };
 const K8S_CREDS = { token: `eyJhbGciOiJSUzI1NiIs-k8s-${marker}-token`, caCert: `-----BEGIN CERTIFICATE-----\nca-${marker}\n-----END CERTIFICATE-----` };
+// Storage profiles (an organization's own bucket). Nothing listens at the endpoints: the server
+// only stores, presigns and (for checkStorageProfile) tries to connect.
+const STORAGE_S3_CREDS = {
+  accessKeyId: `AKIA${marker.toUpperCase()}STORAGE`,
+  secretAccessKey: `storage-secret-${marker}-bPxRfiCYEXAMPLEKEY`,
+  sessionToken: `storage-session-${marker}-IQoJb3JpZ2luX2Vj`,
+};
+const STORAGE_S3_CREDS_2 = { accessKeyId: `AKIA${marker.toUpperCase()}STOROT2`, secretAccessKey: `storage-rotated-${marker}-wJalrXUtnFE` };
+const STORAGE_AZURE_KEY = Buffer.from(`azure-storage-account-key-${marker}-0123456789`).toString('base64');
+const STORAGE_CONFIGS = {
+  S3: { bucket: 'secrets-bucket', region: 'eu-west-1', endpoint: 'http://127.0.0.1:9', forcePathStyle: true },
+  AZURE: { accountName: 'secretsacct', container: 'datasets', endpoint: 'http://127.0.0.1:9/secretsacct' },
+};
 
 const CONFIGS = {
   SAGEMAKER: { region: 'us-east-1', roleArn: 'arn:aws:iam::123456789012:role/train', instanceType: 'ml.g5.xlarge', image: 'cvtrain/trainer:1' },
@@ -56,6 +70,8 @@ const CONFIGS = {
 const oldKey = randomBytes(32).toString('base64');
 const newKey = randomBytes(32).toString('base64');
 const jwtSecret = randomBytes(32).toString('base64url');
+const storageSecret = randomBytes(32).toString('base64url');
+const nodeToken = randomBytes(24).toString('base64url');
 
 /** Strings that must appear nowhere: not in responses (but where shown on purpose), logs or the database. */
 const secrets: Record<string, string> = {
@@ -75,6 +91,17 @@ const secrets: Record<string, string> = {
   'secret key (old)': oldKey,
   'secret key (new)': newKey,
   'jwt secret': jwtSecret,
+  'storage link secret': storageSecret,
+  'node token': nodeToken,
+  // An access key id is an identifier rather than a secret, but it appears only where SigV4 puts
+  // it: in the presigned URLs of that profile (X-Amz-Credential), checked separately below.
+  'storage accessKeyId': STORAGE_S3_CREDS.accessKeyId,
+  'storage secretAccessKey': STORAGE_S3_CREDS.secretAccessKey,
+  'storage sessionToken': STORAGE_S3_CREDS.sessionToken,
+  'rotated storage accessKeyId': STORAGE_S3_CREDS_2.accessKeyId,
+  'rotated storage secretAccessKey': STORAGE_S3_CREDS_2.secretAccessKey,
+  'azure storage accountKey': STORAGE_AZURE_KEY,
+  'rejected storage secret': `rejected-${marker}-storage`,
 };
 
 // --- The server in a child process ---------------------------------------------------------------------
@@ -114,6 +141,8 @@ async function startServer(secretKeys: string) {
       CVTRAIN_REDIS_PREFIX: `cvtrain-test-${marker}:`,
       CVTRAIN_SECRET_KEYS: secretKeys,
       CVTRAIN_JWT_SECRET: jwtSecret,
+      CVTRAIN_STORAGE_SECRET: storageSecret,
+      CVTRAIN_NODE_TOKEN: nodeToken,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -164,6 +193,10 @@ const CREATE_PROFILE = `mutation($input: CreateComputeProfileInput!) { createCom
   ${R} ... on CreateComputeProfileSuccess { computeProfile { id provider hasCredentials credentialsHint config } } } }`;
 const UPDATE_PROFILE = `mutation($id: ID!, $input: UpdateComputeProfileInput!) { updateComputeProfile(id: $id, input: $input) {
   ${R} ... on UpdateComputeProfileSuccess { computeProfile { id hasCredentials credentialsHint } } } }`;
+const CREATE_STORAGE = `mutation($input: CreateStorageProfileInput!) { createStorageProfile(input: $input) {
+  ${R} ... on CreateStorageProfileSuccess { storageProfile { id kind name config credentialsHint isDefault } } } }`;
+const UPDATE_STORAGE = `mutation($id: ID!, $input: UpdateStorageProfileInput!) { updateStorageProfile(id: $id, input: $input) {
+  ${R} ... on UpdateStorageProfileSuccess { storageProfile { id config credentialsHint isDefault } } } }`;
 
 // --- What the test did, for the checks at the end --------------------------------------------------------
 
@@ -176,6 +209,10 @@ let otherOrgId = '';
 const stored = new Map<string, { provider: string; credentials: Record<string, unknown> }>();
 let platformProfile = '';
 let otherProfile = '';
+/** Storage profile global id -> the credentials last stored for it. */
+const storedStorage = new Map<string, { kind: string; name: string; credentials: Record<string, unknown> }>();
+/** Labels of responses that carry a presigned upload URL of the S3 storage profile. */
+const presignedLabels = new Set<string>();
 
 async function dumpDatabase(): Promise<string> {
   const client = new pg.Client({ connectionString: dbUrl });
@@ -208,6 +245,8 @@ async function sql<T extends pg.QueryResultRow>(text: string, params: unknown[] 
 const local = (globalId: string) => decodeGlobalID(globalId).id;
 /** The associated data the compute service binds each envelope to (see aad() in src/modules/compute/service.ts). */
 const aad = (org: string, profile: string) => `compute_profiles:${local(org)}:${local(profile)}`;
+/** The same for storage profiles (src/modules/storage/service.ts). */
+const storageAad = (org: string, profile: string) => `storage_profiles:${local(org)}:${local(profile)}`;
 const keyring = (value: string) => loadConfig({ NODE_ENV: 'test', CVTRAIN_SECRET_KEYS: value, CVTRAIN_JWT_SECRET: jwtSecret }).secretKeys;
 
 function findLeaks(text: string, allowed: string[] = []): string[] {
@@ -307,6 +346,65 @@ beforeAll(async () => {
   await gql('syntax error with a secret', `{ viewer { role } ${SAGEMAKER_CREDS.secretAccessKey} `, {}, token);
   await gql('unknown field named like a secret', `{ ${secrets['rejected token'].replace(/-/g, '_')} }`, {}, token);
 
+  // Storage profiles: created as the user and as the key, credentials replaced, read back every way.
+  const createStorage = async (label: string, kind: 'S3' | 'AZURE', credentials: Record<string, unknown>, as = token) => {
+    const name = `${kind} ${label}`;
+    const res = await gql(label, CREATE_STORAGE, { input: { name, kind, config: STORAGE_CONFIGS[kind], credentials } }, as);
+    const profile = res.data.createStorageProfile.storageProfile;
+    expect(profile, JSON.stringify(res)).toBeTruthy();
+    storedStorage.set(profile.id, { kind, name, credentials });
+    return profile.id as string;
+  };
+  const s3Storage = await createStorage('storage s3', 'S3', STORAGE_S3_CREDS);
+  const azureStorage = await createStorage('storage azure', 'AZURE', { accountKey: STORAGE_AZURE_KEY }, apiKey);
+  const rotatedStorage = await gql('storage update credentials', UPDATE_STORAGE, { id: s3Storage, input: { credentials: STORAGE_S3_CREDS_2 } }, token);
+  expect(rotatedStorage.data.updateStorageProfile.__typename).toBe('UpdateStorageProfileSuccess');
+  storedStorage.set(s3Storage, { ...storedStorage.get(s3Storage)!, credentials: STORAGE_S3_CREDS_2 });
+  const allStorage = '{ storageProfiles { id name kind config credentialsHint isDefault createdAt updatedAt } }';
+  await gql('storage list as user', allStorage, {}, token);
+  await gql('storage list as key', allStorage, {}, apiKey);
+  for (const id of storedStorage.keys()) {
+    await gql('storage node', `query($id: ID!) { node(id: $id) { id ... on StorageProfile { config credentialsHint } } }`, { id }, token);
+  }
+  const storageFailures: [string, Record<string, unknown>][] = [
+    ['storage short access key id', { name: 'bad s1', kind: 'S3', config: STORAGE_CONFIGS.S3, credentials: { ...STORAGE_S3_CREDS, accessKeyId: 'AK' } }],
+    ['storage secret too long', { name: 'bad s2', kind: 'S3', config: STORAGE_CONFIGS.S3, credentials: { ...STORAGE_S3_CREDS, secretAccessKey: `${secrets['rejected storage secret']}${'x'.repeat(300)}` } }],
+    ['storage unknown credential key', { name: 'bad s3', kind: 'S3', config: STORAGE_CONFIGS.S3, credentials: { ...STORAGE_S3_CREDS, extra: secrets['rejected storage secret'] } }],
+    ['storage bad bucket next to credentials', { name: 'bad s4', kind: 'S3', config: { ...STORAGE_CONFIGS.S3, bucket: 'Bad Bucket' }, credentials: STORAGE_S3_CREDS }],
+    ['storage azure key not base64', { name: 'bad s5', kind: 'AZURE', config: STORAGE_CONFIGS.AZURE, credentials: { accountKey: `${secrets['rejected storage secret']}!` } }],
+    ['storage azure key where s3 credentials go', { name: 'bad s6', kind: 'S3', config: STORAGE_CONFIGS.S3, credentials: { accountKey: STORAGE_AZURE_KEY } }],
+    ['storage duplicate name', { name: 'S3 storage s3', kind: 'S3', config: STORAGE_CONFIGS.S3, credentials: STORAGE_S3_CREDS }],
+  ];
+  for (const [label, input] of storageFailures) {
+    const res = await gql(label, CREATE_STORAGE, { input }, token);
+    expect(res.data?.createStorageProfile?.__typename ?? 'error', label).not.toBe('CreateStorageProfileSuccess');
+  }
+  await gql('storage update with bad credentials', UPDATE_STORAGE, { id: s3Storage, input: { name: 'renamed', credentials: { ...STORAGE_S3_CREDS, secretAccessKey: 'short' } } }, token);
+  await gql('storage anonymous update', UPDATE_STORAGE, { id: s3Storage, input: { credentials: STORAGE_S3_CREDS } });
+  await gql('storage wrong type', CREATE_STORAGE, { input: { name: 'bad s7', kind: 'S3', config: STORAGE_CONFIGS.S3, credentials: STORAGE_S3_CREDS, isDefault: 'yes' } }, token);
+  // The check connects with the credentials and fails (nothing listens); its reason must not carry
+  // them. (S3 only: the Azure SDK's retries make a failing check take seconds.)
+  for (const id of [s3Storage]) {
+    const check = await gql('storage check', `mutation($id: ID!) { checkStorageProfile(id: $id) { ${R} ... on CheckStorageProfileSuccess { check { ok reason } } } }`, { id }, token);
+    expect(check.data.checkStorageProfile.check.ok).toBe(false);
+  }
+  // Dataset uploads go to the default profile through presigned URLs: signed with the secret, never carrying it.
+  const dataset = await gql('dataset', `mutation { createDataset(input: { name: "kept in s3", task: OBJECT_DETECTION }) { ... on CreateDatasetSuccess { dataset { id } } } }`, {}, token);
+  const datasetId = dataset.data.createDataset.dataset.id;
+  const CREATE_VERSION = `mutation($id: ID!) { createDatasetVersion(input: { datasetId: $id, format: YOLO, filename: "shapes.zip" }) { ${R}
+    ... on CreateDatasetVersionSuccess { datasetVersionUpload { uploadUrl uploadHeaders } } } }`;
+  for (const [label, id] of [['presign s3', s3Storage], ['presign azure', azureStorage]] as const) {
+    await gql(`${label} default`, UPDATE_STORAGE, { id, input: { isDefault: true } }, token);
+    const version = await gql(label, CREATE_VERSION, { id: datasetId }, token);
+    const url = version.data.createDatasetVersion.datasetVersionUpload.uploadUrl as string;
+    expect(url.startsWith(`http://127.0.0.1:9/${label.endsWith('s3') ? 'secrets-bucket' : 'secretsacct/datasets'}/orgs/`)).toBe(true);
+    if (label.endsWith('s3')) {
+      // SigV4: the access key id in X-Amz-Credential, a signature derived from the secret key.
+      expect(new URL(url).searchParams.get('X-Amz-Credential')).toMatch(new RegExp(`^${STORAGE_S3_CREDS_2.accessKeyId}/`));
+      presignedLabels.add(label);
+    }
+  }
+
   // A second organization, for the copied-ciphertext check.
   const other = await gql('signUp other', `mutation($input: SignUpInput!) { signUp(input: $input) { ... on SignUpSuccess { authPayload { token organization { id } } } } }`, {
     input: { email: `other-${marker}@example.com`, password: PASSWORD, organizationName: 'Other' },
@@ -337,7 +435,11 @@ describe('nothing leaks', () => {
 
   it('no response body contains a secret (the API key only in the one response that creates it)', () => {
     const leaks = responses.filter(({ label }) => label !== MISPLACED).flatMap(({ label, text }) =>
-      findLeaks(text, label === 'createApiKey' ? [apiKey, secrets['api key secret part']] : [])
+      findLeaks(text, [
+        ...(label === 'createApiKey' ? [apiKey, secrets['api key secret part']] : []),
+        // SigV4 presigned URLs name the access key id (never the secret key) by design.
+        ...(presignedLabels.has(label) ? [STORAGE_S3_CREDS_2.accessKeyId] : []),
+      ])
         // Session tokens are the answer of signUp and signIn.
         .filter((name) => !(name.includes('session token') && label.startsWith('sign')))
         .map((name) => `${label}: ${name}`),
@@ -359,6 +461,8 @@ describe('nothing leaks', () => {
     for (const hint of hints) expect(findLeaks(hint)).toEqual([]);
     // Only four characters at each end of an access key id.
     expect(hints).toContain(`AWS key ${SAGEMAKER_CREDS_2.accessKeyId.slice(0, 4)}…${SAGEMAKER_CREDS_2.accessKeyId.slice(-4)}`);
+    expect(hints).toContain(`access key ${STORAGE_S3_CREDS_2.accessKeyId.slice(0, 4)}…${STORAGE_S3_CREDS_2.accessKeyId.slice(-4)}`);
+    expect(hints).toContain('account key');
   });
 
   it('no log line contains a secret', () => {
@@ -371,6 +475,7 @@ describe('nothing leaks', () => {
   it('the database holds no secret in clear', async () => {
     const dump = await dumpDatabase();
     expect(dump).toContain('credentials_ciphertext');
+    expect(dump).toContain('-- storage_profiles');
     expect(findLeaks(dump)).toEqual([]);
     // The key's hash is stored, the key is not.
     expect(dump).toContain(createHash('sha256').update(secrets['api key secret part']).digest('hex'));
@@ -409,6 +514,23 @@ describe('stored credentials', () => {
       expect(() => box.decrypt(tampered, aad(orgId, id))).toThrow();
     }
     expect(byId.get(local(platformProfile))!.credentials_ciphertext).toBeNull();
+  });
+
+  it('storage profile credentials are such envelopes too, bound to their organization and row', async () => {
+    const rows = await sql<{ id: string; credentials_ciphertext: string }>('select id, credentials_ciphertext from storage_profiles');
+    const box = new SecretBox(keyring(`old:${oldKey}`));
+    const byId = new Map(rows.map((r) => [r.id, r.credentials_ciphertext]));
+    const ids = [...storedStorage.keys()];
+    expect(ids).toHaveLength(2);
+    for (const [id, { credentials }] of storedStorage) {
+      const envelope = byId.get(local(id))!;
+      expect(envelope).toMatch(/^v1\.old\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/);
+      expect(JSON.parse(box.decrypt(envelope, storageAad(orgId, id)))).toEqual(credentials);
+      // Not under the other profile's row, another organization, or the compute profiles' binding.
+      expect(() => box.decrypt(envelope, storageAad(orgId, ids.find((other) => other !== id)!))).toThrow();
+      expect(() => box.decrypt(envelope, storageAad(otherOrgId, id))).toThrow();
+      expect(() => box.decrypt(envelope, aad(orgId, id))).toThrow();
+    }
   });
 
   it('a ciphertext copied into another row (or organization) fails to decrypt there', async () => {
@@ -452,6 +574,17 @@ describe('key rotation', () => {
       expect(updated.data.updateComputeProfile.__typename).toBe('UpdateComputeProfileSuccess');
       // The server still accepts tokens and keys from before the restart.
       expect((await gql('viewer after rotation', '{ viewer { role } }', {}, apiKey)).data.viewer.role).toBe('ADMIN');
+      // Storage profiles too: one re-keyed by new credentials, the other still readable under "old".
+      const [s3Storage, azureStorage] = [...storedStorage.keys()];
+      const rekeyedStorage = await gql('storage rekey', UPDATE_STORAGE, { id: s3Storage, input: { credentials: STORAGE_S3_CREDS } }, token);
+      expect(rekeyedStorage.data.updateStorageProfile.__typename).toBe('UpdateStorageProfileSuccess');
+      storedStorage.set(s3Storage, { ...storedStorage.get(s3Storage)!, credentials: STORAGE_S3_CREDS });
+      // The Azure profile is the default (made so above): presigning for it decrypts its old-key envelope.
+      const defaults = await gql('storage default after rotation', '{ storageProfiles { id isDefault } }', {}, token);
+      expect(defaults.data.storageProfiles.filter((p: { isDefault: boolean }) => p.isDefault)).toEqual([{ id: azureStorage, isDefault: true }]);
+      const dataset = await gql('dataset after rotation', `mutation { createDataset(input: { name: "after rotation", task: OBJECT_DETECTION }) { ... on CreateDatasetSuccess { dataset { id } } } }`, {}, token);
+      const version = await gql('storage version after rotation', `mutation($id: ID!) { createDatasetVersion(input: { datasetId: $id, format: YOLO, filename: "shapes.zip" }) { __typename ... on CreateDatasetVersionSuccess { datasetVersionUpload { uploadUrl } } } }`, { id: dataset.data.createDataset.dataset.id }, token);
+      expect(version.data.createDatasetVersion.datasetVersionUpload.uploadUrl).toMatch(/^http:\/\/127\.0\.0\.1:9\/secretsacct\/datasets\/orgs\/.*[?&]sig=/);
     } finally {
       await stopServer();
     }
@@ -477,6 +610,17 @@ describe('key rotation', () => {
         // Dropping the old key too early fails loudly, naming the key.
         expect(() => onlyNew.decrypt(row.credentials_ciphertext!, aad(orgId, profile))).toThrow(/"old"/);
       }
+    }
+    const storageRows = await sql<{ id: string; credentials_ciphertext: string }>(
+      'select id, credentials_ciphertext from storage_profiles where organization_id = $1',
+      [local(orgId)],
+    );
+    const storageKeyIds = Object.fromEntries(storageRows.map((r) => [r.id, SecretBox.keyIdOf(r.credentials_ciphertext)]));
+    const [s3Storage, azureStorage] = [...storedStorage.keys()];
+    expect(storageKeyIds).toEqual({ [local(s3Storage)]: 'new', [local(azureStorage)]: 'old' });
+    for (const row of storageRows) {
+      const id = encodeGlobalID('StorageProfile', row.id);
+      expect(JSON.parse(rotated.decrypt(row.credentials_ciphertext, storageAad(orgId, id)))).toEqual(storedStorage.get(id)!.credentials);
     }
     expect(findLeaks(output)).toEqual([]);
   });

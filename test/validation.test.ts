@@ -1,12 +1,14 @@
 // Input validation: every mutation with input refuses bad values with a ValidationError whose
 // `field` is the exact input path, before anything is written (a fingerprint of every table is
-// compared before and after). Also duplicate names (ConflictError) and the one default compute
-// profile per organization.
+// compared before and after). Also duplicate names and moves the state does not allow
+// (ConflictError), and the one default compute profile per organization.
 import { randomUUID } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { decodeGlobalID, encodeGlobalID } from '@pothos/plugin-relay';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ok, signUp, startTestApi, type SignedUp, type TestApi } from './helpers/api.js';
-import { seedReadyDatasetVersion } from './helpers/seed.js';
+import { createDatasetVersion, datasetArchive, uploadDatasetVersion } from './helpers/seed.js';
 
 let api: TestApi;
 let owner: SignedUp;
@@ -79,6 +81,44 @@ const call = {
     query: `mutation($id: ID!) { cancelTrainingSession(id: $id) { ${R} } }`,
     variables: { id },
   }),
+  resumeTrainingSession: (id: string): Call => ({
+    field: 'resumeTrainingSession',
+    query: `mutation($id: ID!) { resumeTrainingSession(id: $id) { ${R} } }`,
+    variables: { id },
+  }),
+  createDatasetVersion: (input: object): Call => ({
+    field: 'createDatasetVersion',
+    query: `mutation($input: CreateDatasetVersionInput!) { createDatasetVersion(input: $input) {
+      ${R} ... on CreateDatasetVersionSuccess { datasetVersionUpload { version { id } } } } }`,
+    variables: { input: { datasetId: fx.detectionDataset, format: 'YOLO', filename: 'shapes.tar.gz', ...input } },
+  }),
+  finalizeDatasetVersion: (id: string): Call => ({
+    field: 'finalizeDatasetVersion',
+    query: `mutation($id: ID!) { finalizeDatasetVersion(id: $id) { ${R} } }`,
+    variables: { id },
+  }),
+  createStorageProfile: (input: object): Call => ({
+    field: 'createStorageProfile',
+    query: `mutation($input: CreateStorageProfileInput!) { createStorageProfile(input: $input) {
+      ${R} ... on CreateStorageProfileSuccess { storageProfile { id isDefault } } } }`,
+    variables: { input: { name: `storage ${randomUUID().slice(0, 8)}`, ...S3_STORAGE, ...input } },
+  }),
+  updateStorageProfile: (id: string, input: object): Call => ({
+    field: 'updateStorageProfile',
+    query: `mutation($id: ID!, $input: UpdateStorageProfileInput!) { updateStorageProfile(id: $id, input: $input) {
+      ${R} ... on UpdateStorageProfileSuccess { storageProfile { id isDefault } } } }`,
+    variables: { id, input },
+  }),
+  deleteStorageProfile: (id: string): Call => ({
+    field: 'deleteStorageProfile',
+    query: `mutation($id: ID!) { deleteStorageProfile(id: $id) { ${R} } }`,
+    variables: { id },
+  }),
+  checkStorageProfile: (id: string): Call => ({
+    field: 'checkStorageProfile',
+    query: `mutation($id: ID!) { checkStorageProfile(id: $id) { ${R} } }`,
+    variables: { id },
+  }),
 };
 
 /** Objects the cases refer to, made in beforeAll. */
@@ -87,7 +127,9 @@ const fx = {
   classifier: '',
   archivedModel: '',
   detectionDataset: '',
+  classificationDataset: '',
   readyVersion: '',
+  /** Created, nothing uploaded. */
   uploadingVersion: '',
   invalidVersion: '',
   imageFolderOnDetection: '',
@@ -95,6 +137,8 @@ const fx = {
   platform: '',
   platform2: '',
   sagemaker: '',
+  s3Storage: '',
+  azureStorage: '',
   session: '',
   memberEmail: '',
 };
@@ -112,6 +156,18 @@ const AZURE = {
   credentials: { tenantId: '00000000-0000-4000-8000-000000000002', clientId: '00000000-0000-4000-8000-000000000003', clientSecret: 'azure-secret-1' },
 };
 const K8S = { config: { image: 'cvtrain/trainer:1', namespace: 'ml' }, credentials: { token: 'k8s-service-account-token' } };
+// Storage profiles are only stored and presigned against here; nothing listens at these endpoints.
+const S3_STORAGE = {
+  kind: 'S3',
+  config: { bucket: 'validation-bucket', region: 'eu-central-1', endpoint: 'http://127.0.0.1:9', forcePathStyle: true },
+  credentials: { accessKeyId: 'AKIAVALIDATIONSTORE1', secretAccessKey: 'validation-storage-secret-0123' },
+};
+const AZURE_STORAGE = {
+  kind: 'AZURE',
+  config: { accountName: 'validationacct', container: 'datasets', endpoint: 'http://127.0.0.1:9/validationacct' },
+  credentials: { accountKey: Buffer.from('validation-account-key-0123456789').toString('base64') },
+};
+const storageId = (uuid: string) => encodeGlobalID('StorageProfile', uuid);
 
 const modelId = (uuid: string) => encodeGlobalID('Model', uuid);
 const profileId = (uuid: string) => encodeGlobalID('ComputeProfile', uuid);
@@ -259,10 +315,75 @@ const CASES: Record<string, Case[]> = {
     ['malformed id', () => call.cancelTrainingSession('garbage'), 'id'],
     ['id of another type', () => call.cancelTrainingSession(fx.detector), 'id'],
   ],
+  resumeTrainingSession: [
+    ['malformed id', () => call.resumeTrainingSession('garbage'), 'id'],
+    ['id of another type', () => call.resumeTrainingSession(fx.readyVersion), 'id'],
+  ],
+  createDatasetVersion: [
+    ['malformed dataset id', () => call.createDatasetVersion({ datasetId: 'garbage' }), 'input.datasetId'],
+    ['dataset id of another type', () => call.createDatasetVersion({ datasetId: fx.detector }), 'input.datasetId'],
+    ['IMAGE_FOLDER for an object detection dataset', () => call.createDatasetVersion({ format: 'IMAGE_FOLDER' }), 'input.format'],
+    ['YOLO for a classification dataset', () => call.createDatasetVersion({ datasetId: fx.classificationDataset, format: 'YOLO' }), 'input.format'],
+    ['COCO for a classification dataset', () => call.createDatasetVersion({ datasetId: fx.classificationDataset, format: 'COCO' }), 'input.format'],
+    ['empty filename', () => call.createDatasetVersion({ filename: ' ' }), 'input.filename'],
+    ['filename that is not an archive', () => call.createDatasetVersion({ filename: 'shapes.rar' }), 'input.filename'],
+    ['filename ending in .gz alone', () => call.createDatasetVersion({ filename: 'shapes.gz' }), 'input.filename'],
+    ['filename with a folder', () => call.createDatasetVersion({ filename: 'sub/shapes.zip' }), 'input.filename'],
+    ['filename climbing out', () => call.createDatasetVersion({ filename: '../shapes.zip' }), 'input.filename'],
+    ['hidden filename', () => call.createDatasetVersion({ filename: '.zip' }), 'input.filename'],
+    ['filename with a control character', () => call.createDatasetVersion({ filename: 'sha\u0000pes.zip' }), 'input.filename'],
+    ['filename over 200 characters', () => call.createDatasetVersion({ filename: `${longString(197)}.zip` }), 'input.filename'],
+  ],
+  finalizeDatasetVersion: [
+    ['malformed id', () => call.finalizeDatasetVersion('garbage'), 'id'],
+    ['id of another type', () => call.finalizeDatasetVersion(fx.detectionDataset), 'id'],
+    ['nothing uploaded yet', () => call.finalizeDatasetVersion(fx.uploadingVersion), 'id'],
+  ],
+  createStorageProfile: [
+    ['empty name', () => call.createStorageProfile({ name: ' ' }), 'input.name'],
+    ['name over 120 characters', () => call.createStorageProfile({ name: longString(121) }), 'input.name'],
+    ['config that is not an object', () => call.createStorageProfile({ config: [1, 2] }), 'input.config'],
+    ['credentials that are not an object', () => call.createStorageProfile({ credentials: 'AKIA:secret' }), 'input.credentials'],
+    ['S3 bucket name with capitals', () => call.createStorageProfile({ config: { ...S3_STORAGE.config, bucket: 'My_Bucket' } }), 'input.config.bucket'],
+    ['S3 without a bucket', () => call.createStorageProfile({ config: { region: 'eu-central-1' } }), 'input.config.bucket'],
+    ['S3 region', () => call.createStorageProfile({ config: { ...S3_STORAGE.config, region: 'Mars North' } }), 'input.config.region'],
+    ['S3 endpoint not http(s)', () => call.createStorageProfile({ config: { ...S3_STORAGE.config, endpoint: 'ftp://minio.local' } }), 'input.config.endpoint'],
+    ['S3 endpoint with a query', () => call.createStorageProfile({ config: { ...S3_STORAGE.config, endpoint: 'https://minio.example.com/?x=1' } }), 'input.config.endpoint'],
+    ['S3 forcePathStyle not a boolean', () => call.createStorageProfile({ config: { ...S3_STORAGE.config, forcePathStyle: 'yes' } }), 'input.config.forcePathStyle'],
+    ['S3 unknown config key', () => call.createStorageProfile({ config: { ...S3_STORAGE.config, acl: 'public-read' } }), 'input.config'],
+    ['S3 access key id with spaces', () => call.createStorageProfile({ credentials: { ...S3_STORAGE.credentials, accessKeyId: 'AKIA WITH SPACES' } }), 'input.credentials.accessKeyId'],
+    ['S3 short secret', () => call.createStorageProfile({ credentials: { ...S3_STORAGE.credentials, secretAccessKey: 'short' } }), 'input.credentials.secretAccessKey'],
+    ['S3 without a secret', () => call.createStorageProfile({ credentials: { accessKeyId: S3_STORAGE.credentials.accessKeyId } }), 'input.credentials.secretAccessKey'],
+    ['S3 unknown credential key', () => call.createStorageProfile({ credentials: { ...S3_STORAGE.credentials, password: 'hunter22' } }), 'input.credentials'],
+    ['AZURE account name', () => call.createStorageProfile({ ...AZURE_STORAGE, config: { ...AZURE_STORAGE.config, accountName: 'Bad-Account' } }), 'input.config.accountName'],
+    ['AZURE container with "--"', () => call.createStorageProfile({ ...AZURE_STORAGE, config: { ...AZURE_STORAGE.config, container: 'data--sets' } }), 'input.config.container'],
+    ['AZURE account key not base64', () => call.createStorageProfile({ ...AZURE_STORAGE, credentials: { accountKey: 'not base64 at all!' } }), 'input.credentials.accountKey'],
+    ['AZURE with an S3 config', () => call.createStorageProfile({ ...AZURE_STORAGE, config: S3_STORAGE.config }), 'input.config.accountName'],
+    ['bad credentials on a would-be default', () => call.createStorageProfile({ isDefault: true, credentials: { ...S3_STORAGE.credentials, secretAccessKey: 'short' } }), 'input.credentials.secretAccessKey'],
+  ],
+  updateStorageProfile: [
+    ['malformed id', () => call.updateStorageProfile('garbage', { name: 'x' }), 'id'],
+    ['id of another type', () => call.updateStorageProfile(fx.platform, { name: 'x' }), 'id'],
+    ['empty name', () => call.updateStorageProfile(fx.s3Storage, { name: '' }), 'input.name'],
+    ['bucket name', () => call.updateStorageProfile(fx.s3Storage, { config: { ...S3_STORAGE.config, bucket: 'x' } }), 'input.config.bucket'],
+    ['config of the other kind', () => call.updateStorageProfile(fx.azureStorage, { config: S3_STORAGE.config }), 'input.config.accountName'],
+    ['credentials of the other kind', () => call.updateStorageProfile(fx.s3Storage, { credentials: AZURE_STORAGE.credentials }), 'input.credentials.accessKeyId'],
+    ['a rename with a short secret', () => call.updateStorageProfile(fx.s3Storage, { name: 'renamed', credentials: { ...S3_STORAGE.credentials, secretAccessKey: 'short' } }), 'input.credentials.secretAccessKey'],
+    ['becoming the default with a bad endpoint', () => call.updateStorageProfile(fx.s3Storage, { isDefault: true, config: { ...S3_STORAGE.config, endpoint: 'minio:9000' } }), 'input.config.endpoint'],
+  ],
+  deleteStorageProfile: [
+    ['malformed id', () => call.deleteStorageProfile('garbage'), 'id'],
+    ['id of another type', () => call.deleteStorageProfile(fx.sagemaker), 'id'],
+    ['storage profile id that is not a uuid', () => call.deleteStorageProfile(storageId('42')), 'id'],
+  ],
+  checkStorageProfile: [
+    ['malformed id', () => call.checkStorageProfile('garbage'), 'id'],
+    ['id of another type', () => call.checkStorageProfile(fx.detectionDataset), 'id'],
+  ],
 };
 
 /** A fingerprint of every table's rows: any insert, update or delete changes it. */
-const TABLES = ['organizations', 'users', 'memberships', 'api_keys', 'models', 'model_versions', 'datasets', 'dataset_versions', 'compute_profiles', 'training_sessions', 'epoch_metrics', 'artifacts', 'gpu_nodes'];
+const TABLES = ['organizations', 'users', 'memberships', 'api_keys', 'models', 'model_versions', 'datasets', 'dataset_versions', 'compute_profiles', 'storage_profiles', 'training_sessions', 'epoch_metrics', 'artifacts', 'gpu_nodes'];
 async function fingerprint(): Promise<Record<string, string>> {
   const [row] = await api.orm.em.getConnection().execute<Record<string, string>[]>(
     `select ${TABLES.map((t) => `(select count(*) || ':' || coalesce(md5(string_agg(x::text, ',' order by x.id)), '') from ${t} x) as ${t}`).join(', ')}`,
@@ -270,15 +391,24 @@ async function fingerprint(): Promise<Record<string, string>> {
   return row;
 }
 
+const TRAIN_ID = `mutation($modelId: ID!, $input: TrainModelInput!) { trainModel(modelId: $modelId, input: $input) {
+  ${R} ... on TrainModelSuccess { trainingSession { id status } } } }`;
+
 async function send(c: Call, token: string | null = owner.token) {
   const res = await api.gql(c.query, c.variables, token);
   expect(res.errors, JSON.stringify(res.errors)).toBeUndefined();
   return res.data[c.field];
 }
 
-async function setStatus(versionGlobalId: string, status: string) {
-  await api.orm.em.getConnection().execute('update dataset_versions set status = ? where id = ?', [status, decodeGlobalID(versionGlobalId).id]);
-}
+/** A YOLO archive whose first label names class 7 of 3: finalizes INVALID. */
+const brokenYolo = () =>
+  datasetArchive('YOLO', {
+    variant: 'class-out-of-range',
+    mutate: (root) => {
+      const file = path.join(root, 'labels', 'train', 'img_00000.txt');
+      writeFileSync(file, readFileSync(file, 'utf8').replace(/^\d+ /, '7 '));
+    },
+  });
 
 beforeAll(async () => {
   api = await startTestApi();
@@ -289,18 +419,26 @@ beforeAll(async () => {
   fx.archivedModel = await model({ name: 'archived' });
   await send(call.archiveModel(fx.archivedModel));
   fx.detectionDataset = (await send(call.createDataset({ name: 'boxes' }))).dataset.id;
-  const classificationDataset = (await send(call.createDataset({ name: 'labels', task: 'CLASSIFICATION' }))).dataset.id;
-  fx.readyVersion = await seedReadyDatasetVersion(api, fx.detectionDataset, 'YOLO');
-  fx.uploadingVersion = await seedReadyDatasetVersion(api, fx.detectionDataset, 'COCO');
-  await setStatus(fx.uploadingVersion, 'UPLOADING');
-  fx.invalidVersion = await seedReadyDatasetVersion(api, fx.detectionDataset, 'YOLO');
-  await setStatus(fx.invalidVersion, 'INVALID');
-  fx.imageFolderOnDetection = await seedReadyDatasetVersion(api, fx.detectionDataset, 'IMAGE_FOLDER');
-  fx.classificationVersion = await seedReadyDatasetVersion(api, classificationDataset, 'IMAGE_FOLDER');
+  fx.classificationDataset = (await send(call.createDataset({ name: 'labels', task: 'CLASSIFICATION' }))).dataset.id;
+  // Dataset versions in every state, through the public API.
+  fx.readyVersion = (await uploadDatasetVersion(api, owner.token, fx.detectionDataset, datasetArchive('YOLO'))).version.id;
+  fx.uploadingVersion = (await createDatasetVersion(api, owner.token, fx.detectionDataset, 'COCO')).version.id;
+  const invalid = await uploadDatasetVersion(api, owner.token, fx.detectionDataset, brokenYolo());
+  expect(invalid.version.status).toBe('INVALID');
+  fx.invalidVersion = invalid.version.id;
+  fx.classificationVersion = (await uploadDatasetVersion(api, owner.token, fx.classificationDataset, datasetArchive('IMAGE_FOLDER'))).version.id;
+  // createDatasetVersion refuses IMAGE_FOLDER on a detection dataset (a case above), so no client
+  // can make this version; it is forged from a READY YOLO one to test trainModel's own check.
+  const forged = await uploadDatasetVersion(api, owner.token, fx.detectionDataset, datasetArchive('YOLO'));
+  await api.orm.em.getConnection().execute(`update dataset_versions set format = 'IMAGE_FOLDER' where id = ?`, [decodeGlobalID(forged.version.id).id]);
+  fx.imageFolderOnDetection = forged.version.id;
   fx.platform = (await send(call.createComputeProfile({ name: 'platform', isDefault: true }))).computeProfile.id;
   fx.platform2 = (await send(call.createComputeProfile({ name: 'platform 2' }))).computeProfile.id;
   fx.sagemaker = (await send(call.createComputeProfile({ name: 'sagemaker', provider: 'SAGEMAKER', strategy: 'PREFERRED', ...SAGEMAKER, fallbackProfileIds: [fx.platform] })))
     .computeProfile.id;
+  // Not the default: the organization's datasets stay in the platform's storage.
+  fx.s3Storage = (await send(call.createStorageProfile({ name: 's3' }))).storageProfile.id;
+  fx.azureStorage = (await send(call.createStorageProfile({ name: 'azure', ...AZURE_STORAGE }))).storageProfile.id;
   const member = await signUp(api, 'Member home');
   fx.memberEmail = member.email;
   await send(call.addMember({ email: member.email, role: 'MEMBER' }));
@@ -337,6 +475,15 @@ describe('each valid call above is accepted', () => {
         config: { epochs: 10, imageSize: 320, batchSize: 4, learningRate: 0.005, weightDecay: 0.0001, warmupEpochs: 9, checkpointEvery: 10, earlyStoppingPatience: 10, seed: 0, maxBatchesPerEpoch: 5, exportFormats: ['ONNX'], architecture: 'fasterrcnn_resnet50_fpn', optimizer: 'ADAMW', amp: 'OFF' },
       })],
     ['trainModel classifier on IMAGE_FOLDER', () => call.trainModel(fx.classifier, { datasetVersionId: fx.classificationVersion })],
+    ['createDatasetVersion YOLO .tar.gz', () => call.createDatasetVersion({})],
+    ['createDatasetVersion COCO .zip', () => call.createDatasetVersion({ format: 'COCO', filename: 'Shapes (v2)+coco.zip' })],
+    ['createDatasetVersion IMAGE_FOLDER .tgz on a classification dataset', () => call.createDatasetVersion({ datasetId: fx.classificationDataset, format: 'IMAGE_FOLDER', filename: 'cls.tgz' })],
+    ['createDatasetVersion .tar', () => call.createDatasetVersion({ filename: 'plain.tar' })],
+    ['createDatasetVersion filename of 200 characters', () => call.createDatasetVersion({ filename: `${longString(196)}.zip` })],
+    ['createStorageProfile S3 with defaults', () => call.createStorageProfile({ config: { bucket: 'just-a-bucket' } })],
+    ['createStorageProfile S3 with a session token', () => call.createStorageProfile({ credentials: { ...S3_STORAGE.credentials, sessionToken: 'FwoGZXIvYXdzEJr-session-token' } })],
+    ['createStorageProfile AZURE', () => call.createStorageProfile({ ...AZURE_STORAGE })],
+    ['updateStorageProfile S3 config and credentials', () => call.updateStorageProfile(fx.s3Storage, { config: { ...S3_STORAGE.config, bucket: 'other-bucket' }, credentials: S3_STORAGE.credentials })],
   ] as [string, () => Call][])('%s', async (_label, make) => {
     const result = await send(make());
     expect(result.__typename, JSON.stringify(result)).toMatch(/Success$/);
@@ -385,8 +532,21 @@ describe('pagination arguments', () => {
 
 describe('conflicts', () => {
   // Fixtures of their own, so the cases above cannot have renamed them.
-  const taken = { model: '', otherModel: '', profile: '', otherProfile: '' };
+  const taken = { model: '', otherModel: '', profile: '', otherProfile: '', otherStorage: '', usedStorage: '', usedStorageOwner: '', queuedSession: '', cancelledSession: '' };
   beforeAll(async () => {
+    await send(call.createStorageProfile({ name: 'taken storage' }));
+    taken.otherStorage = (await send(call.createStorageProfile({ name: 'other storage' }))).storageProfile.id;
+    taken.queuedSession = (await send({ ...call.trainModel(fx.detector, {}), query: TRAIN_ID })).trainingSession.id;
+    taken.cancelledSession = (await send({ ...call.trainModel(fx.detector, {}), query: TRAIN_ID })).trainingSession.id;
+    expect((await send(call.cancelTrainingSession(taken.cancelledSession))).__typename).toBe('CancelTrainingSessionSuccess');
+    // A profile that holds a dataset archive: in an organization of its own, whose default it is
+    // (presigning needs no network, so no S3 service is involved).
+    const org = await signUp(api, 'Storage in use');
+    taken.usedStorageOwner = org.token;
+    taken.usedStorage = (await send(call.createStorageProfile({ name: 'used', isDefault: true }), org.token)).storageProfile.id;
+    const dataset = (await send(call.createDataset({ name: 'kept there' }), org.token)).dataset.id;
+    const upload = await createDatasetVersion(api, org.token, dataset, 'YOLO');
+    expect(upload.uploadUrl.startsWith('http://127.0.0.1:9/validation-bucket/')).toBe(true);
     taken.model = (await send(call.createModel({ name: 'taken model' }))).model.id;
     taken.otherModel = (await send(call.createModel({ name: 'other model' }))).model.id;
     await send(call.createDataset({ name: 'taken data' }));
@@ -406,9 +566,17 @@ describe('conflicts', () => {
     ['adding yourself', () => call.addMember({ email: owner.email, role: 'VIEWER' })],
     ['training an archived model', () => call.trainModel(fx.archivedModel, {})],
     ['deleting a profile another falls back to', () => call.deleteComputeProfile(taken.profile)],
-  ] as [string, () => Call][])('%s is a ConflictError and writes nothing', async (_label, make) => {
+    ['a second storage profile with the same name', () => call.createStorageProfile({ name: 'taken storage' })],
+    ['renaming a storage profile onto another', () => call.updateStorageProfile(taken.otherStorage, { name: 'taken storage' })],
+    ['deleting a storage profile a dataset version keeps its archive in', () => call.deleteStorageProfile(taken.usedStorage), () => taken.usedStorageOwner],
+    ['finalizing a READY version again', () => call.finalizeDatasetVersion(fx.readyVersion)],
+    ['finalizing an INVALID version again', () => call.finalizeDatasetVersion(fx.invalidVersion)],
+    ['resuming a QUEUED session', () => call.resumeTrainingSession(taken.queuedSession)],
+    ['resuming a CANCELLED session', () => call.resumeTrainingSession(taken.cancelledSession)],
+    ['cancelling a CANCELLED session', () => call.cancelTrainingSession(taken.cancelledSession)],
+  ] as [string, () => Call, (() => string)?][])('%s is a ConflictError and writes nothing', async (_label, make, token) => {
     const before = await fingerprint();
-    const result = await send(make());
+    const result = await send(make(), token?.() ?? owner.token);
     expect(result.__typename, JSON.stringify(result)).toBe('ConflictError');
     expect(await fingerprint()).toEqual(before);
   });
@@ -432,13 +600,16 @@ describe('a failed mutation leaves nothing behind for a later mutation in the sa
     ['updateComputeProfile with a rename and a missing fallback', '$id: ID!, $missing: ID!', 'updateComputeProfile(id: $id, input: { name: "NAME", fallbackProfileIds: [$missing] })'],
     ['createComputeProfile with a missing fallback', '$missing: ID!', 'createComputeProfile(input: { name: "NAME", provider: PLATFORM, strategy: QUEUE, fallbackProfileIds: [$missing] })'],
     ['updateModel with a rename and a bad architecture', '$model: ID!', 'updateModel(id: $model, input: { name: "NAME", architecture: "nope" })'],
+    ['updateStorageProfile with a rename and a bad bucket', '$storage: ID!', 'updateStorageProfile(id: $storage, input: { name: "NAME", config: { bucket: "B" } })'],
+    ['updateStorageProfile with a rename, a new default and bad credentials', '$storage: ID!', 'updateStorageProfile(id: $storage, input: { name: "NAME", isDefault: true, credentials: { accessKeyId: "AKIAOK" } })'],
+    ['createStorageProfile as default with a bad endpoint', '', 'createStorageProfile(input: { name: "NAME", kind: S3, isDefault: true, config: { bucket: "fine-bucket", endpoint: "nope" }, credentials: { accessKeyId: "AKIAOK", secretAccessKey: "long enough secret" } })'],
   ])('%s', async (_label, variableDefinitions, failing) => {
     const name = `half renamed ${randomUUID().slice(0, 8)}`;
     failing = failing.replace('NAME', name);
     const before = await fingerprint();
-    const all = { id: fx.platform2, model: fx.classifier, missing: profileId(randomUUID()) } as Record<string, string>;
+    const all = { id: fx.platform2, model: fx.classifier, missing: profileId(randomUUID()), storage: fx.s3Storage } as Record<string, string>;
     const res = await api.gql(
-      `mutation(${variableDefinitions}) {
+      `mutation${variableDefinitions ? `(${variableDefinitions})` : ''} {
         failing: ${failing} { __typename }
         other: createDataset(input: { name: "${randomUUID()}", task: OBJECT_DETECTION }) { __typename }
       }`,
@@ -452,8 +623,9 @@ describe('a failed mutation leaves nothing behind for a later mutation in the sa
     // Only the dataset was written.
     expect({ ...after, datasets: '' }).toEqual({ ...before, datasets: '' });
     const names = await api.orm.em.getConnection().execute<{ n: string }[]>(
-      `select (select count(*) from compute_profiles where name = ?) + (select count(*) from models where name = ?) as n`,
-      [name, name],
+      `select (select count(*) from compute_profiles where name = ?) + (select count(*) from models where name = ?) +
+         (select count(*) from storage_profiles where name = ?) as n`,
+      [name, name, name],
     );
     expect(Number(names[0].n)).toBe(0);
   });
