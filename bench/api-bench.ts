@@ -68,8 +68,8 @@ async function seed(url: string, dbUrl: string) {
     );
     datasets.push(d.createDataset.dataset.id);
   }
-  // Dataset versions and epoch rows have no public writer in this stage (upload and ingestion
-  // come later), so they are inserted directly.
+  // The benchmark measures reads: dataset versions and epoch rows are inserted directly rather
+  // than uploaded and trained for (epochs only ever come from trainers through the ingester).
   const db = new pg.Client({ connectionString: dbUrl });
   await db.connect();
   const orgId = Buffer.from(signUp.authPayload.organization.id, 'base64').toString().split(':')[1];
@@ -137,6 +137,8 @@ async function main() {
       CVTRAIN_LOG_LEVEL: 'warn',
       CVTRAIN_SECRET_KEYS: `bench:${randomBytes(32).toString('base64')}`,
       CVTRAIN_JWT_SECRET: randomBytes(32).toString('base64url'),
+      CVTRAIN_NODE_TOKEN: randomBytes(24).toString('base64url'),
+      CVTRAIN_STORAGE_SECRET: randomBytes(32).toString('base64url'),
       CVTRAIN_LOCAL_GPU_NODE: '0',
     },
     stdio: ['ignore', 'inherit', 'inherit'],
