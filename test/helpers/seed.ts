@@ -30,6 +30,8 @@ export interface DatasetArchive {
 export interface ArchiveOptions {
   images?: number;
   seed?: number;
+  /** .tar.gz (default) or .zip. */
+  container?: 'tar.gz' | 'zip';
   /** Changes the generated folder before it is archived (to break it). */
   mutate?: (root: string) => void;
   /** Required with `mutate`: names the variant in the per-process cache. */
@@ -53,7 +55,8 @@ export function datasetArchive(format: DatasetFormat = 'YOLO', opts: ArchiveOpti
   if (opts.mutate && !opts.variant) throw new Error('datasetArchive: a mutated archive needs a variant name');
   const images = opts.images ?? 6;
   const seed = opts.seed ?? 1;
-  const id = `${format}-${images}-${seed}-${opts.variant ?? 'plain'}`;
+  const container = opts.container ?? 'tar.gz';
+  const id = `${format}-${images}-${seed}-${opts.variant ?? 'plain'}-${container}`;
   const cached = cache.get(id);
   if (cached) return cached;
   const root = path.join(work(), id);
@@ -64,13 +67,15 @@ export function datasetArchive(format: DatasetFormat = 'YOLO', opts: ArchiveOpti
   );
   opts.mutate?.(root);
   const expected = summarize(format, root);
-  const file = `${root}.tar.gz`;
+  const file = `${root}.${container}`;
   // Entries named relative to the dataset root ("data.yaml", "images/train/..."), no "./" prefix.
-  execFileSync('tar', ['-czf', file, '-C', root, ...readdirSync(root).sort()]);
+  const entries = readdirSync(root).sort();
+  if (container === 'zip') execFileSync(PYTHON, ['-m', 'zipfile', '-c', file, ...entries], { cwd: root });
+  else execFileSync('tar', ['-czf', file, '-C', root, ...entries]);
   const bytes = readFileSync(file);
   const archive: DatasetArchive = {
     format,
-    filename: `shapes-${format.toLowerCase()}.tar.gz`,
+    filename: `shapes-${format.toLowerCase()}.${container}`,
     bytes,
     sha256: createHash('sha256').update(bytes).digest('hex'),
     sizeBytes: bytes.length,
