@@ -219,6 +219,12 @@ export class StorageProfileService {
     const em = this.ctx.em;
     try {
       await em.transactional(async (tx) => {
+        // One writer per organization at a time, as for compute profiles: two requests both making
+        // their profile the default would otherwise race on the one-default index, and the loser
+        // would be told its name is taken.
+        await tx
+          .getConnection()
+          .execute('select pg_advisory_xact_lock(hashtext(?))', [`storage_profiles:${profile.organization.id}`], 'all', tx.getTransactionContext());
         if (isDefault === true && !profile.isDefault) {
           // Clear the old default first: the partial unique index allows one default per organization.
           await tx.nativeUpdate(StorageProfile, { isDefault: true, id: { $ne: profile.id } }, { isDefault: false });
