@@ -696,7 +696,7 @@ async function subscribe(
   token: string | null,
   query: string,
   variables: Record<string, unknown>,
-  opts: { until?: (events: WsEvent[]) => boolean; waitMs?: number; onOpen?: () => Promise<void> } = {},
+  opts: { until?: (events: WsEvent[]) => boolean; waitMs?: number; onOpen?: () => Promise<void>; onNext?: (events: WsEvent[]) => void } = {},
 ): Promise<WsEvent[]> {
   const client = createClient({
     url: api.url.replace(/^http/, 'ws'),
@@ -718,6 +718,7 @@ async function subscribe(
         {
           next: (value) => {
             events.push({ next: value as any });
+            opts.onNext?.(events);
             if (opts.until?.(events)) done();
           },
           error: (err) => {
@@ -786,12 +787,12 @@ const SUBSCRIPTIONS: SubscriptionCase[] = [
         'trainModel',
         'trainingSession',
       ).id as string;
-      const cancel = () =>
-        new Promise<void>((resolve) => setTimeout(resolve, 300)).then(async () => {
-          await mutate(A.owner.token, `mutation($id: ID!) { cancelTrainingSession(id: $id) { ${RESULT_ID} } }`, { id: spare }, 'cancelTrainingSession');
-        });
+      // Cancelled once A's subscription is live (its first value arrived).
+      const cancel = (events: WsEvent[]) => {
+        if (events.length === 1) void mutate(A.owner.token, `mutation($id: ID!) { cancelTrainingSession(id: $id) { ${RESULT_ID} } }`, { id: spare }, 'cancelTrainingSession');
+      };
       const [asA, asB] = await Promise.all([
-        subscribe(A.owner.token, SESSION_UPDATED, { id: spare }, { onOpen: cancel, waitMs: 5_000 }),
+        subscribe(A.owner.token, SESSION_UPDATED, { id: spare }, { onNext: cancel, waitMs: 10_000 }),
         subscribe(bKey, SESSION_UPDATED, { id: spare }, { waitMs: 1_500 }),
       ]);
       expect(asA.map((e) => (e === 'complete' ? e : 'next' in e ? e.next.data?.trainingSessionUpdated.status : 'error'))).toEqual(['QUEUED', 'CANCELLED', 'complete']);
@@ -858,28 +859,36 @@ const SUBSCRIPTIONS: SubscriptionCase[] = [
       const bad = await subscribe('cvt_00000000000000000000000000000000_not-a-real-key-at-all-not-a-real-key-0123', NODES_UPDATED, {});
       expect((bad[0] as { error: { extensions?: { code?: string } }[] }).error.map((e) => e.extensions?.code)).toEqual(['UNAUTHENTICATED']);
 
-      // A node registers through the node API while A and B listen.
+      // A node registers through the node API (again every 200 ms, as each registration is
+      // published, until every subscription, live by then, has seen it) while A and B listen.
       const nodeId = `xorg-${randomUUID().slice(0, 8)}`;
-      const register = () =>
-        new Promise<void>((resolve) => setTimeout(resolve, 500)).then(async () => {
+      let registering = true;
+      const register = async () => {
+        while (registering) {
           const res = await fetch(`${new URL(api.url).origin}/node/v1/register`, {
             method: 'POST',
             headers: { 'content-type': 'application/json', authorization: `Bearer ${api.app.config.nodeToken}` },
             body: JSON.stringify({ nodeId, host: 'shared-gpu-host', version: '1', slots: 1, gpus: [] }),
           });
           expect(res.status).toBe(200);
-        });
-      const untilNode = (events: WsEvent[]) => events.some((e) => e !== 'complete' && 'next' in e && e.next.data?.gpuNodeUpdated.id === nodeId);
-      const [asA, asBUser, asBKey] = await Promise.all([
-        subscribe(A.owner.token, NODES_UPDATED, {}, { until: untilNode, waitMs: 5_000, onOpen: register }),
-        subscribe(B.owner.token, NODES_UPDATED, {}, { until: untilNode, waitMs: 5_000 }),
-        subscribe(bKey, NODES_UPDATED, {}, { until: untilNode, waitMs: 5_000 }),
-      ]);
+          await new Promise((r) => setTimeout(r, 200));
+        }
+      };
       const seen = (events: WsEvent[]) =>
         events.filter((e) => e !== 'complete' && 'next' in e && e.next.data?.gpuNodeUpdated.id === nodeId).map((e) => (e as { next: any }).next);
-      expect(seen(asA)).toEqual([{ data: { gpuNodeUpdated: { id: nodeId, host: 'shared-gpu-host', status: 'ONLINE', slots: 1 } } }]);
-      expect(seen(asBUser)).toEqual(seen(asA));
-      expect(seen(asBKey)).toEqual(seen(asA));
+      const untilNode = (events: WsEvent[]) => seen(events).length > 0;
+      let results: WsEvent[][];
+      try {
+        results = await Promise.all([
+          subscribe(A.owner.token, NODES_UPDATED, {}, { until: untilNode, waitMs: 10_000, onOpen: register }),
+          subscribe(B.owner.token, NODES_UPDATED, {}, { until: untilNode, waitMs: 10_000 }),
+          subscribe(bKey, NODES_UPDATED, {}, { until: untilNode, waitMs: 10_000 }),
+        ]);
+      } finally {
+        registering = false;
+      }
+      const expected = { data: { gpuNodeUpdated: { id: nodeId, host: 'shared-gpu-host', status: 'ONLINE', slots: 1 } } };
+      for (const events of results) expect(seen(events)[0]).toEqual(expected);
     },
   },
 ];
