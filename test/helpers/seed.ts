@@ -38,19 +38,9 @@ export interface ArchiveOptions {
   variant?: string;
 }
 
-let workDir: string | null = null;
-function work(): string {
-  if (!workDir) {
-    workDir = mkdtempSync(path.join(tmpdir(), 'cvtrain-test-archives-'));
-    const dir = workDir;
-    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
-  }
-  return workDir;
-}
-
 const cache = new Map<string, DatasetArchive>();
 
-/** A small .tar.gz of the shapes dataset in `format` (64 px images), cached per process. */
+/** A small .tar.gz (or .zip) of the shapes dataset in `format` (64 px images), cached per process. */
 export function datasetArchive(format: DatasetFormat = 'YOLO', opts: ArchiveOptions = {}): DatasetArchive {
   if (opts.mutate && !opts.variant) throw new Error('datasetArchive: a mutated archive needs a variant name');
   const images = opts.images ?? 6;
@@ -59,7 +49,25 @@ export function datasetArchive(format: DatasetFormat = 'YOLO', opts: ArchiveOpti
   const id = `${format}-${images}-${seed}-${opts.variant ?? 'plain'}-${container}`;
   const cached = cache.get(id);
   if (cached) return cached;
-  const root = path.join(work(), id);
+  // Built in a temporary folder that is gone before this returns; only the bytes are kept.
+  const work = mkdtempSync(path.join(tmpdir(), 'cvtrain-test-archive-'));
+  try {
+    return build(format, id, work, images, seed, container, opts);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+function build(
+  format: DatasetFormat,
+  id: string,
+  work: string,
+  images: number,
+  seed: number,
+  container: 'tar.gz' | 'zip',
+  opts: ArchiveOptions,
+): DatasetArchive {
+  const root = path.join(work, 'dataset');
   execFileSync(
     PYTHON,
     ['-m', 'cvtrain', 'make-dataset', 'shapes', '--out', root, '--format', format.toLowerCase(), '--images', String(images), '--seed', String(seed), '--size', '64'],
