@@ -88,6 +88,8 @@ const envSchema = z.object({
   CVTRAIN_LOCAL_GPU_NODE: z.enum(['0', '1', 'true', 'false']).default('1'),
   // Background workers (event ingester, reaper) in this process; API-only replicas may turn them off.
   CVTRAIN_WORKERS: z.enum(['0', '1', 'true', 'false']).default('1'),
+  // How often a live subscription re-checks its caller's credentials (revoked keys, removed members).
+  CVTRAIN_SUBSCRIPTION_REAUTH_MS: intFrom(100, 3_600_000).default(30_000),
   // --- dataset archive validation (zip-bomb and size limits; defaults in datasets/validation/limits.ts) ---
   CVTRAIN_DATASET_MAX_ENTRIES: intFrom(1, 100_000_000).optional(),
   CVTRAIN_DATASET_MAX_UNCOMPRESSED_BYTES: intFrom(1, Number.MAX_SAFE_INTEGER).optional(),
@@ -150,6 +152,7 @@ export interface Config {
   nodeOfflineMs: number;
   localGpuNode: boolean;
   workers: boolean;
+  subscriptionReauthMs: number;
   storage: StorageSettings;
   /** Overrides of the archive validator's limits; unset ones keep their defaults. */
   datasetLimits: {
@@ -249,6 +252,7 @@ export function loadConfig(
     nodeOfflineMs: e.CVTRAIN_NODE_OFFLINE_MS,
     localGpuNode: e.CVTRAIN_LOCAL_GPU_NODE === '1' || e.CVTRAIN_LOCAL_GPU_NODE === 'true',
     workers: e.CVTRAIN_WORKERS === '1' || e.CVTRAIN_WORKERS === 'true',
+    subscriptionReauthMs: e.CVTRAIN_SUBSCRIPTION_REAUTH_MS,
     datasetLimits: Object.fromEntries(
       Object.entries({
         maxEntries: e.CVTRAIN_DATASET_MAX_ENTRIES,

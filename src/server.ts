@@ -86,7 +86,9 @@ export function createGraphQLHandler(app: App) {
     plugins,
     // Websocket operations arrive without a Request: their context is built in onSubscribe below.
     context: ({ request }) =>
-      request ? createRequestContext(app, { principal: principalFor(request) }) : ({} as RequestContext),
+      request
+        ? createRequestContext(app, { authorization: request.headers.get('authorization'), principal: principalFor(request) })
+        : ({} as RequestContext),
   });
   return { yoga, persisted };
 }

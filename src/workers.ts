@@ -2,6 +2,7 @@
 // may all run them: the consumer group shares the stream, and the reaper's updates are atomic.
 import type { App } from './app.js';
 import { EventIngester } from './events/ingester.js';
+import { sessionStorage } from './modules/nodes/session-storage.js';
 import { Reaper } from './monitor/reaper.js';
 
 export interface Workers {
@@ -11,7 +12,10 @@ export interface Workers {
 }
 
 export function startWorkers(app: App): Workers {
-  const ingester = new EventIngester(app.config.redisUrl, app.redisNames, app.sql, app.orchestrator, app.publisher);
+  const ingester = new EventIngester(app.config.redisUrl, app.redisNames, app.sql, app.orchestrator, app.publisher, async (owner, keys) => {
+    const storage = await sessionStorage(app, owner);
+    await Promise.all(keys.map((key) => storage.delete(key)));
+  });
   const reaper = new Reaper(app);
   ingester.start();
   reaper.start();

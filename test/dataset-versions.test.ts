@@ -256,6 +256,25 @@ describe('upload and finalize', () => {
     }
   });
 
+  it('an upload link writes once: a second PUT cannot swap the archive of a finalized version', async () => {
+    const archive = datasetArchive('YOLO');
+    const upload = await createDatasetVersion(api, a.token, detection, 'YOLO', archive.filename);
+    expect((await putArchive(upload, archive.bytes)).status).toBe(200);
+    const result = await finalizeDatasetVersion(api, a.token, upload.version.id);
+    expectReadyFor(result.datasetVersion, archive);
+    const [row] = await api.app.sql.query<{ archive_key: string; sha256: string }>(
+      'select archive_key, sha256 from dataset_versions where id = ?',
+      [local(upload.version.id)],
+    );
+    const res = await fetch(upload.uploadUrl, {
+      method: 'PUT',
+      headers: { ...upload.uploadHeaders, 'content-length': '5' },
+      body: 'other',
+    });
+    expect(res.status).toBe(412);
+    expect(await api.app.storage.platform.sha256(row.archive_key)).toBe(row.sha256);
+  });
+
   it('two finalizes at once: one validates, the other is a ConflictError', async () => {
     const archive = datasetArchive('YOLO');
     const upload = await createDatasetVersion(api, a.token, detection, 'YOLO', archive.filename);

@@ -3,6 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import type { SqlQuery } from '../db/sql.js';
 import type { ArtifactKind } from '../modules/training/entity.js';
+import { checkpointSlot } from '../modules/nodes/session-storage.js';
 import { transition } from '../modules/training/lifecycle.js';
 import { SESSION_COLUMNS, sessionFromRow, type SessionRow, type TrainingSessionRecord } from '../modules/training/records.js';
 import type { EpochMetricRecord } from '../modules/training/service.js';
@@ -27,6 +28,8 @@ export interface Effects {
   requeued: TrainingSessionRecord | null;
   /** Why the envelope changed nothing (stale attempt, replay, unknown session), for logs and tests. */
   ignored: string | null;
+  /** Checkpoint objects a newer one of the same slot replaced: deleted from storage after commit. */
+  obsolete: { organizationId: string; storageProfileId: string | null; keys: string[] } | null;
 }
 
 const ARTIFACT_KINDS: Record<string, ArtifactKind> = {
@@ -36,7 +39,7 @@ const ARTIFACT_KINDS: Record<string, ArtifactKind> = {
   checkpoint: 'CHECKPOINT',
 };
 
-const none = (ignored: string): Effects => ({ session: null, epoch: null, requeued: null, ignored });
+const none = (ignored: string): Effects => ({ session: null, epoch: null, requeued: null, ignored, obsolete: null });
 
 export async function applyEnvelope(tx: SqlQuery, env: Envelope, orchestrator: Orchestrator): Promise<Effects> {
   const [row] = await tx.query<SessionRow>(`select ${SESSION_COLUMNS} from training_sessions where id = ? for update`, [
@@ -51,7 +54,7 @@ export async function applyEnvelope(tx: SqlQuery, env: Envelope, orchestrator: O
   await tx.query('update training_sessions set last_event_seq = ? where id = ?', [env.seq, session.id]);
   session = { ...session, lastEventSeq: env.seq };
 
-  const effects: Effects = { session: null, epoch: null, requeued: null, ignored: null };
+  const effects: Effects = { session: null, epoch: null, requeued: null, ignored: null, obsolete: null };
   const e = env.event;
   const terminal = ['COMPLETED', 'FAILED', 'CANCELLED'].includes(session.status);
 
@@ -95,6 +98,10 @@ export async function applyEnvelope(tx: SqlQuery, env: Envelope, orchestrator: O
       }
       case 'checkpoint': {
         if (!env.upload) break;
+        const replaced = await replaceOlderCheckpoints(tx, session, env.upload.key);
+        if (replaced.length) {
+          effects.obsolete = { organizationId: session.organizationId, storageProfileId: session.storageProfileId, keys: replaced };
+        }
         await upsertArtifact(tx, session, 'CHECKPOINT', env.upload);
         const [r] = await tx.query<SessionRow>(
           `update training_sessions set last_checkpoint_key = ?, updated_at = now() where id = ? returning ${SESSION_COLUMNS}`,
@@ -231,6 +238,25 @@ function epochMetrics(e: Record<string, unknown>): Record<string, unknown> {
     seconds: e.seconds,
     images_per_sec: e.images_per_sec,
   };
+}
+
+/**
+ * Checkpoint keys are unique per upload (session-storage.ts); the rows of older checkpoints in the
+ * same slot (attempt and file name) go, and their keys are returned for deletion after commit.
+ * last_checkpoint_key moves to the new key in the same transaction, so no resume can be pointed
+ * at a deleted object.
+ */
+async function replaceOlderCheckpoints(tx: SqlQuery, session: TrainingSessionRecord, key: string): Promise<string[]> {
+  const slot = checkpointSlot(key);
+  if (!slot) return [];
+  const rows = await tx.query<{ id: string; storage_key: string }>(
+    `select id, storage_key from artifacts where session_id = ? and kind = 'CHECKPOINT' and storage_key <> ?`,
+    [session.id, key],
+  );
+  const older = rows.filter((r) => checkpointSlot(r.storage_key) === slot);
+  if (!older.length) return [];
+  await tx.query('delete from artifacts where id = any(?::uuid[])', [older.map((r) => r.id)]);
+  return older.map((r) => r.storage_key);
 }
 
 async function upsertArtifact(

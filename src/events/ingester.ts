@@ -21,6 +21,8 @@ const CLAIM_IDLE_MS = 30_000;
 
 type StreamReply = [string, [string, string[]][]][] | null;
 
+export type RemoveObjects = (owner: { organizationId: string; storageProfileId: string | null }, keys: string[]) => Promise<void>;
+
 export class EventIngester {
   private readonly redis: Redis;
   private readonly consumer = `${os.hostname()}-${process.pid}`;
@@ -35,6 +37,8 @@ export class EventIngester {
     private readonly sql: Sql,
     private readonly orchestrator: Orchestrator,
     private readonly publisher: Publisher,
+    /** Deletes checkpoint objects a newer checkpoint replaced (after commit; a failure only leaks them). */
+    private readonly removeObjects: RemoveObjects = async () => undefined,
   ) {
     this.redis = createRedis({ redisUrl }, 'ingester');
   }
@@ -141,6 +145,12 @@ export class EventIngester {
       if (effects.epoch) this.publisher.epoch(effects.epoch);
       if (effects.session) this.publisher.sessionChanged(effects.session);
       if (effects.requeued) await this.orchestrator.submitQueued(effects.requeued);
+      if (effects.obsolete) {
+        const { keys, ...owner } = effects.obsolete;
+        await this.removeObjects(owner, keys).catch((err) =>
+          log.warn('could not delete replaced checkpoints; they stay in storage', { sessionId: env.sessionId, keys, ...errorFields(err) }),
+        );
+      }
     }
   }
 }

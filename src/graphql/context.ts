@@ -24,17 +24,22 @@ export interface RequestContext {
   requirePrincipal(): Promise<Principal>;
   /** Role check for mutations; VIEWER can never mutate. */
   requireRole(minimum: Role, action: string): Promise<Principal>;
+  /**
+   * Checks the credentials again (not the per-request memo): long-lived subscriptions call it so
+   * a revoked key or a removed member stops receiving data.
+   */
+  stillAuthorized(): Promise<boolean>;
 }
 
 export function createRequestContext(
   app: App,
-  auth: { authorization: string | null } | { principal: Promise<Principal | null> },
+  auth: { authorization: string | null; principal?: Promise<Principal | null> },
 ): RequestContext {
   // Forking an EntityManager is not free and many requests (lists, node lookups) never use one.
   let em: EntityManager | null = null;
   let principalPromise: Promise<Principal | null> | null = null;
   let resolved: Principal | null = null;
-  const lookup = () => ('principal' in auth ? auth.principal : resolvePrincipal(app, auth.authorization));
+  const lookup = () => auth.principal ?? resolvePrincipal(app, auth.authorization);
   const ctx = {
     app,
     config: app.config,
@@ -51,6 +56,12 @@ export function createRequestContext(
       const p = await ctx.principal();
       if (!p) throw new AuthenticationError();
       return p;
+    },
+    async stillAuthorized() {
+      const before = await ctx.principal();
+      if (!before) return false;
+      const now = await resolvePrincipal(app, auth.authorization);
+      return now !== null && now.orgId === before.orgId;
     },
     async requireRole(minimum, action) {
       const p = await ctx.requirePrincipal();

@@ -174,7 +174,11 @@ export class AzureStorage implements Storage {
     return {
       method: 'PUT',
       url,
-      headers: { 'x-ms-blob-type': 'BlockBlob', ...(contentType ? { 'content-type': contentType } : {}) },
+      headers: {
+        'x-ms-blob-type': 'BlockBlob',
+        ...(contentType ? { 'content-type': contentType } : {}),
+        ...(opts.onlyIfAbsent ? { 'if-none-match': '*' } : {}),
+      },
       expiresAt,
     };
   }

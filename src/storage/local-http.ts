@@ -79,7 +79,13 @@ async function handle(storage: LocalStorage, maxUploadBytes: number, req: Incomi
     if (err instanceof StorageKeyError) return send(res, 400, err.message, true);
     throw err;
   }
-  if (method === 'PUT') return upload(storage, maxUploadBytes, key, check.grant.contentType, req, res);
+  if (method === 'PUT') {
+    // Write-once links (dataset archives): a second upload would silently change finalized data.
+    if (check.grant.once && (await storage.head(key))) {
+      return send(res, 412, 'Precondition Failed: this upload link writes once and the object exists', true);
+    }
+    return upload(storage, maxUploadBytes, key, check.grant.contentType, req, res);
+  }
   return download(storage, key, check.grant.filename, method === 'HEAD', req, res);
 }
 

@@ -64,6 +64,8 @@ export interface LinkGrant {
   key: string;
   contentType: string | null;
   filename: string | null;
+  /** PUT only: refuse when the object exists (write-once upload links). */
+  once?: boolean;
 }
 
 export type LinkCheck = { ok: true; grant: LinkGrant } | { ok: false; reason: string };
@@ -202,7 +204,7 @@ export class LocalStorage implements Storage {
     checkKey(key);
     const expires = this.now() + checkExpiry(opts.expiresInSeconds);
     const contentType = checkContentType(opts.contentType) ?? null;
-    return this.link({ method: 'PUT', key, contentType, filename: null }, expires);
+    return this.link({ method: 'PUT', key, contentType, filename: null, once: opts.onlyIfAbsent === true }, expires);
   }
 
   async sha256(key: string): Promise<string> {
@@ -226,6 +228,7 @@ export class LocalStorage implements Storage {
       key,
       contentType: query.get('type'),
       filename: query.get('filename'),
+      once: query.get('once') === '1',
     };
     const expected = Buffer.from(this.signature(grant, Number(expiresRaw)), 'hex');
     // Constant time, so the signature cannot be guessed byte by byte from response timings.
@@ -239,6 +242,7 @@ export class LocalStorage implements Storage {
     const query = new URLSearchParams({ expires: String(expires) });
     if (grant.contentType !== null) query.set('type', grant.contentType);
     if (grant.filename !== null) query.set('filename', grant.filename);
+    if (grant.once) query.set('once', '1');
     query.set('sig', this.signature(grant, expires));
     const headers: Record<string, string> = grant.contentType !== null ? { 'content-type': grant.contentType } : {};
     return {
@@ -252,7 +256,10 @@ export class LocalStorage implements Storage {
   // Every field that changes what the link does is signed; the JSON array leaves no ambiguity
   // about where one field ends and the next begins.
   private signature(grant: LinkGrant, expires: number): string {
-    const payload = JSON.stringify(['cvtrain-storage-v1', grant.method, grant.key, expires, grant.contentType, grant.filename]);
+    const fields: unknown[] = ['cvtrain-storage-v1', grant.method, grant.key, expires, grant.contentType, grant.filename];
+    // Appended only when set, so links signed before write-once existed keep their signatures.
+    if (grant.once) fields.push('once');
+    const payload = JSON.stringify(fields);
     return createHmac('sha256', this.secret).update(payload).digest('hex');
   }
 

@@ -187,16 +187,23 @@ export class S3Storage implements Storage {
     const expiresIn = checkExpiry(opts.expiresInSeconds);
     const contentType = checkContentType(opts.contentType);
     const { sdk, client, getSignedUrl } = await this.load();
-    const command = new sdk.PutObjectCommand({ Bucket: this.cfg.bucket, Key: key, ContentType: contentType });
-    // content-type is a signed header, so the upload must send exactly this value.
+    const once = opts.onlyIfAbsent === true;
+    const command = new sdk.PutObjectCommand({
+      Bucket: this.cfg.bucket,
+      Key: key,
+      ContentType: contentType,
+      ...(once ? { IfNoneMatch: '*' } : {}),
+    });
+    // content-type and if-none-match are signed headers, so the upload must send exactly these values.
+    const signed = new Set<string>([...(contentType ? ['content-type'] : []), ...(once ? ['if-none-match'] : [])]);
     const url = await getSignedUrl(client, command, {
       expiresIn,
-      signableHeaders: contentType ? new Set(['content-type']) : undefined,
+      signableHeaders: signed.size ? signed : undefined,
     });
     return {
       method: 'PUT',
       url,
-      headers: contentType ? { 'content-type': contentType } : {},
+      headers: { ...(contentType ? { 'content-type': contentType } : {}), ...(once ? { 'if-none-match': '*' } : {}) },
       expiresAt: new Date(Date.now() + expiresIn * 1000),
     };
   }

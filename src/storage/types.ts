@@ -53,6 +53,12 @@ export interface PresignGetOptions {
 
 export interface PresignPutOptions {
   expiresInSeconds: number;
+  /**
+   * Write-once: the upload is refused when the object already exists (412). Local: signed and
+   * enforced; S3: a signed If-None-Match: *; Azure: If-None-Match: * is among the headers to send,
+   * but a SAS cannot bind it, so a client that drops the header could still overwrite.
+   */
+  onlyIfAbsent?: boolean;
   /** Bound into the signature where the backend can (local, S3): the upload must send exactly this Content-Type. */
   contentType?: string;
 }

@@ -190,7 +190,11 @@ export class DatasetService {
       await tx.flush();
       return v;
     });
-    const put = await storage.presignPut(key, { expiresInSeconds: this.ctx.config.storage.presignTtlSeconds });
+    // Write-once: after finalize nobody can swap the archive under a READY version.
+    const put = await storage.presignPut(key, {
+      expiresInSeconds: this.ctx.config.storage.presignTtlSeconds,
+      onlyIfAbsent: true,
+    });
     return { version: datasetVersionRecord(version), uploadUrl: put.url, uploadHeaders: put.headers, expiresAt: put.expiresAt };
   }
 

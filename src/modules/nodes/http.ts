@@ -178,7 +178,7 @@ export function createNodeApiHandler(app: App) {
       if (!row || row.attempt !== b.attempt || row.node_id !== b.nodeId) {
         throw new HttpError(409, 'stale_attempt', 'uploads are for the node running the current attempt');
       }
-      const key = sessionArtifactKey(row.organization_id, row.id, b.kind, b.name, row.attempt);
+      const key = sessionArtifactKey(row.organization_id, row.id, b.kind, b.name, row.attempt, b.sha256);
       const storage = await sessionStorage(app, {
         organizationId: row.organization_id,
         storageProfileId: row.storage_profile_id,

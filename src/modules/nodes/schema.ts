@@ -2,6 +2,7 @@ import { builder } from '../../graphql/builder.js';
 import { NODE_STATUSES, type GpuInfo } from './entity.js';
 import type { GpuNodeRecord } from './service.js';
 import { reviveDates } from '../../events/publisher.js';
+import { reauthorized } from '../training/subscriptions.js';
 
 const NodeStatusEnum = builder.enumType('GpuNodeStatus', { values: NODE_STATUSES });
 
@@ -44,7 +45,7 @@ builder.subscriptionFields((t) => ({
       await ctx.requirePrincipal();
       const live = await ctx.app.topics.subscribe<GpuNodeRecord>(ctx.app.redisNames.nodesTopic);
       try {
-        for await (const node of live) yield reviveDates(node, ['lastHeartbeatAt', 'createdAt']);
+        for await (const node of reauthorized(ctx, live)) yield reviveDates(node, ['lastHeartbeatAt', 'createdAt']);
       } finally {
         await live.return();
       }

@@ -335,7 +335,21 @@ export class TrainingService {
       if (session.status === 'PAUSED_BUDGET') {
         const pre = await transition(tx, id, 'QUEUED', {
           from: ['PAUSED_BUDGET'],
-          set: { attempt: session.attempt + 1, lastEventSeq: 0, nodeId: null },
+          set: {
+            attempt: session.attempt + 1,
+            lastEventSeq: 0,
+            nodeId: null,
+            attempts: [
+              ...session.attempts,
+              {
+                provider: session.provider ?? 'PLATFORM',
+                profileId: session.computeProfileId,
+                reason: 'resumed by a user after a budget pause',
+                at: new Date().toISOString(),
+                ok: true,
+              },
+            ],
+          },
         });
         return pre;
       }

@@ -3,7 +3,7 @@
 import { Repeater } from 'graphql-yoga';
 import type { RequestContext } from '../../graphql/context.js';
 import { reviveDates } from '../../events/publisher.js';
-import { NotFoundError } from '../../lib/errors.js';
+import { AuthenticationError, NotFoundError } from '../../lib/errors.js';
 import { TERMINAL_STATUSES } from './lifecycle.js';
 import type { TrainingSessionRecord } from './records.js';
 import type { EpochMetricRecord } from './service.js';
@@ -12,6 +12,21 @@ const SESSION_DATES = ['createdAt', 'updatedAt', 'queuedAt', 'startedAt', 'finis
 
 export function reviveSession(s: TrainingSessionRecord): TrainingSessionRecord {
   return reviveDates(s, SESSION_DATES);
+}
+
+// How often a live subscription re-checks its caller's credentials (revoked keys, removed members).
+const REAUTHORIZE_EVERY_MS = 30_000;
+
+/** Passes items through, re-checking the caller's credentials at most every REAUTHORIZE_EVERY_MS. */
+export async function* reauthorized<T>(ctx: RequestContext, source: AsyncIterable<T>): AsyncGenerator<T> {
+  let checkedAt = Date.now();
+  for await (const item of source) {
+    if (Date.now() - checkedAt > ctx.config.subscriptionReauthMs) {
+      if (!(await ctx.stillAuthorized())) throw new AuthenticationError('Your credentials are no longer valid; sign in again');
+      checkedAt = Date.now();
+    }
+    yield item;
+  }
 }
 
 async function authorizedSession(ctx: RequestContext, sessionId: string): Promise<TrainingSessionRecord> {
@@ -32,7 +47,7 @@ export async function* sessionUpdates(ctx: RequestContext, sessionId: string): A
     let current = (await ctx.services.training.get(sessionId)) ?? first;
     yield current;
     if (TERMINAL_STATUSES.includes(current.status)) return;
-    for await (const raw of live) {
+    for await (const raw of reauthorized(ctx, live)) {
       const next = reviveSession(raw);
       // Updates can only move forward in time; an older snapshot (a late duplicate) is skipped.
       if (next.updatedAt.getTime() < current.updatedAt.getTime()) continue;
@@ -68,7 +83,7 @@ export async function* epochUpdates(
     ctx.services.training.byId.clear(sessionId);
     const now = await ctx.services.training.get(sessionId);
     if (!now || TERMINAL_STATUSES.includes(now.status)) return;
-    for await (const item of Repeater.merge([epochs, sessions])) {
+    for await (const item of reauthorized(ctx, Repeater.merge([epochs, sessions]))) {
       if ('status' in item) {
         if (TERMINAL_STATUSES.includes((item as TrainingSessionRecord).status)) return;
         continue;
@@ -96,7 +111,7 @@ export async function* logLines(ctx: RequestContext, sessionId: string): AsyncGe
   await authorizedSession(ctx, sessionId);
   const live = await ctx.app.topics.subscribe<LogLine>(ctx.app.redisNames.logsChannel(sessionId));
   try {
-    for await (const line of live) yield line;
+    for await (const line of reauthorized(ctx, live)) yield line;
   } finally {
     await live.return();
   }
