@@ -7,7 +7,13 @@ import { queryGpus } from '../gpu-node/gpus.js';
 import { planSlots } from '../gpu-node/node.js';
 import { tempDir } from './gpu-node-helpers.js';
 
-const FIXTURE = path.resolve(import.meta.dirname, '..', '..', 'shared', 'fixtures', 'gpu', 'nvidia-smi-q-x.h200.xml');
+// The repository's copy of the shared capture (fixtures/README.md); CVTRAIN_SHARED_DIR overrides.
+const FIXTURE = path.join(
+  process.env.CVTRAIN_SHARED_DIR || path.resolve(import.meta.dirname, '..'),
+  'fixtures',
+  'gpu',
+  'nvidia-smi-q-x.h200.xml',
+);
 const originalPath = process.env.PATH;
 
 afterEach(() => {

@@ -17,7 +17,8 @@ import pytest
 from cvtrain.metrics import STAT_NAMES, CocoEvaluator, evaluate_coco, evaluate_files, xyxy_to_xywh
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("CVTRAIN_SHARED_DIR") or REPO.parent / "shared")
+# The repository keeps a copy of the shared fixtures (fixtures/README.md); CVTRAIN_SHARED_DIR overrides.
+SHARED = Path(os.environ.get("CVTRAIN_SHARED_DIR") or REPO)
 FIXTURES = SHARED / "fixtures" / "coco-eval"
 
 
@@ -42,7 +43,12 @@ def _tolerances() -> dict[str, float]:
 
 
 CASES = _fixture_cases()
-needs_fixtures = pytest.mark.skipif(not CASES, reason=f"shared fixtures not found at {FIXTURES}")
+needs_fixtures = pytest.mark.skipif(not CASES, reason=f"fixtures not found at {FIXTURES}")
+
+
+def test_the_fixtures_are_there():
+    # They ship with the repository, so a missing folder is a broken checkout, not a reason to skip.
+    assert len(CASES) >= 5, f"expected the five COCO cases under {FIXTURES}, found {sorted(CASES)}"
 
 
 def _load(case: str) -> tuple[dict, list]:

@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { UniqueConstraintViolationException } from '@mikro-orm/core';
 import DataLoader from 'dataloader';
 import { z } from 'zod';
 import type { RequestContext } from '../../graphql/context.js';
 import { ConflictError, NotFoundError, ValidationError } from '../../lib/errors.js';
 import { keysetWhere, pageRequest, toConnection, type PageArgs } from '../../lib/pagination.js';
 import { parseInput, trimmedName } from '../../lib/validate.js';
+import { saveWithSingleDefault } from '../../db/default-profile.js';
 import { selectByIdsInOrg } from '../../db/rows.js';
 import { Organization } from '../orgs/entity.js';
 import { TrainingSession } from '../training/entity.js';
@@ -247,29 +247,12 @@ export class ComputeService {
     return ids;
   }
 
-  private async save(profile: IComputeProfile, orgId: string, isDefault: boolean | null, name: string) {
-    const em = this.ctx.em;
-    try {
-      await em.transactional(async (tx) => {
-        // One writer per organization at a time: two requests both making "their" profile the
-        // default would otherwise race on the one-default index.
-        await tx.getConnection().execute('select pg_advisory_xact_lock(hashtext(?))', [`compute_profiles:${orgId}`], 'all', tx.getTransactionContext());
-        if (isDefault === true && !profile.isDefault) {
-          // Clear the old default first: the partial unique index allows one default per organization.
-          await tx.nativeUpdate(ComputeProfile, { isDefault: true, id: { $ne: profile.id } }, { isDefault: false });
-          profile.isDefault = true;
-        } else if (isDefault === false) {
-          profile.isDefault = false;
-        }
-        tx.persist(profile);
-        await tx.flush();
-      });
-    } catch (err) {
-      if (err instanceof UniqueConstraintViolationException) {
-        em.clear();
-        throw new ConflictError(`A compute profile named "${name}" already exists in this organization`);
-      }
-      throw err;
-    }
+  private save(profile: IComputeProfile, orgId: string, isDefault: boolean | null, name: string) {
+    return saveWithSingleDefault(this.ctx.em, ComputeProfile, profile, {
+      orgId,
+      table: 'compute_profiles',
+      isDefault,
+      nameTaken: `A compute profile named "${name}" already exists in this organization`,
+    });
   }
 }

@@ -1,13 +1,13 @@
 // Storage profiles (an organization's own bucket or container) and the one answer to "which
 // storage holds organization X's objects": its default profile, or else the platform's storage.
 import { randomBytes } from 'node:crypto';
-import { UniqueConstraintViolationException } from '@mikro-orm/core';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { z } from 'zod';
 import type { App } from '../../app.js';
 import type { RequestContext } from '../../graphql/context.js';
 import { ConflictError, NotFoundError, ValidationError } from '../../lib/errors.js';
 import { parseInput, trimmedName } from '../../lib/validate.js';
+import { saveWithSingleDefault } from '../../db/default-profile.js';
 import { orgScoped, type OrgStorage } from '../../storage/keys.js';
 import { Organization } from '../orgs/entity.js';
 import { STORAGE_PROFILE_KINDS, StorageProfile, type IStorageProfile, type StorageProfileKind } from './entity.js';
@@ -215,32 +215,12 @@ export class StorageProfileService {
     profile.credentialsHint = storageCredentialsHint(profile.kind, parsed);
   }
 
-  private async save(profile: IStorageProfile, isDefault: boolean | null) {
-    const em = this.ctx.em;
-    try {
-      await em.transactional(async (tx) => {
-        // One writer per organization at a time, as for compute profiles: two requests both making
-        // their profile the default would otherwise race on the one-default index, and the loser
-        // would be told its name is taken.
-        await tx
-          .getConnection()
-          .execute('select pg_advisory_xact_lock(hashtext(?))', [`storage_profiles:${profile.organization.id}`], 'all', tx.getTransactionContext());
-        if (isDefault === true && !profile.isDefault) {
-          // Clear the old default first: the partial unique index allows one default per organization.
-          await tx.nativeUpdate(StorageProfile, { isDefault: true, id: { $ne: profile.id } }, { isDefault: false });
-          profile.isDefault = true;
-        } else if (isDefault === false) {
-          profile.isDefault = false;
-        }
-        tx.persist(profile);
-        await tx.flush();
-      });
-    } catch (err) {
-      if (err instanceof UniqueConstraintViolationException) {
-        em.clear();
-        throw new ConflictError(`A storage profile named "${profile.name}" already exists`);
-      }
-      throw err;
-    }
+  private save(profile: IStorageProfile, isDefault: boolean | null) {
+    return saveWithSingleDefault(this.ctx.em, StorageProfile, profile, {
+      orgId: profile.organization.id,
+      table: 'storage_profiles',
+      isDefault,
+      nameTaken: `A storage profile named "${profile.name}" already exists`,
+    });
   }
 }
