@@ -5,7 +5,8 @@ import type { RequestContext } from '../../graphql/context.js';
 import { ConflictError, NotFoundError, ValidationError } from '../../lib/errors.js';
 import { keysetWhere, pageRequest, toConnection, type PageArgs } from '../../lib/pagination.js';
 import { parseInput, trimmedName } from '../../lib/validate.js';
-import { camelRow, selectByIdsInOrg } from '../../db/rows.js';
+import { Loader } from '../../lib/loader.js';
+import { camelJsonRow, camelRow, selectByIdsInOrg, type JsonRowSpec } from '../../db/rows.js';
 import { randomUUID } from 'node:crypto';
 import { resolveOrgStorage } from '../storage/service.js';
 import { storageSource } from './archive-source.js';
@@ -13,6 +14,12 @@ import { archiveContainer, validateDatasetArchive } from './validation/index.js'
 import { MODEL_TASKS } from '../models/entity.js';
 import { Organization, User } from '../orgs/entity.js';
 import { DATASET_FORMATS, Dataset, DatasetVersion, type IDataset, type IDatasetVersion } from './entity.js';
+
+/** dataset_versions rows read back from JSON as versionById's records (see camelJsonRow). */
+export const DATASET_VERSION_JSON_ROW: JsonRowSpec = {
+  dates: ['createdAt', 'updatedAt', 'finalizedAt'],
+  bigints: ['sizeBytes'],
+};
 
 export interface DatasetRecord {
   id: string;
@@ -111,13 +118,28 @@ export class DatasetService {
     return ids.map((id) => map.get(id) ?? null);
   });
 
-  readonly versionById = new DataLoader<string, DatasetVersionRecord | null>(async (ids) => {
+  readonly versionById = new Loader<string, DatasetVersionRecord | null>(async (ids) => {
     const me = await this.ctx.requirePrincipal();
-    const map = await selectByIdsInOrg<DatasetVersionRecord>(this.ctx.app.sql, 'dataset_versions', me.orgId, ids, [
-      'sizeBytes',
-    ]);
+    const map = await selectByIdsInOrg<DatasetVersionRecord>(
+      this.ctx.app.sql,
+      'dataset_versions',
+      me.orgId,
+      ids,
+      DATASET_VERSION_JSON_ROW.bigints,
+    );
     return ids.map((id) => map.get(id) ?? null);
   });
+
+  /**
+   * Primes versionById with whole rows another query read as JSON (`json_agg(v)` over
+   * dataset_versions, in the caller's organization): the session list fetches them itself.
+   */
+  primeVersionsFromJson(rows: readonly Record<string, unknown>[] | null): void {
+    for (const row of rows ?? []) {
+      const record = camelJsonRow<DatasetVersionRecord>(row, DATASET_VERSION_JSON_ROW);
+      this.versionById.prime(record.id, record);
+    }
+  }
 
   async get(id: string): Promise<DatasetRecord | null> {
     if (!(await this.ctx.principal())) return null;

@@ -5,7 +5,8 @@ import type { RequestContext } from '../../graphql/context.js';
 import { ConflictError, NotFoundError, ValidationError } from '../../lib/errors.js';
 import { keysetWhere, pageRequest, toConnection, type PageArgs } from '../../lib/pagination.js';
 import { parseInput, trimmedName } from '../../lib/validate.js';
-import { selectByIdsInOrg } from '../../db/rows.js';
+import { Loader } from '../../lib/loader.js';
+import { camelJsonRow, selectByIdsInOrg, type JsonRowSpec } from '../../db/rows.js';
 import { Organization, User } from '../orgs/entity.js';
 import { architectureProblem } from './architectures.js';
 import { MODEL_FRAMEWORKS, MODEL_TASKS, Model, ModelVersion, type IModel, type IModelVersion } from './entity.js';
@@ -31,6 +32,9 @@ export interface ModelVersionRecord {
   metrics: Record<string, number>;
   createdAt: Date;
 }
+
+/** models rows read back from JSON as byId's records (see camelJsonRow). */
+export const MODEL_JSON_ROW: JsonRowSpec = { dates: ['createdAt', 'updatedAt', 'archivedAt'] };
 
 export function modelRecord(m: IModel): ModelRecord {
   return {
@@ -76,11 +80,22 @@ export class ModelService {
   constructor(private readonly ctx: RequestContext) {}
 
   /** Batches every model lookup of one request into one query (org-scoped by the ORM filter). */
-  readonly byId = new DataLoader<string, ModelRecord | null>(async (ids) => {
+  readonly byId = new Loader<string, ModelRecord | null>(async (ids) => {
     const me = await this.ctx.requirePrincipal();
     const map = await selectByIdsInOrg<ModelRecord>(this.ctx.app.sql, 'models', me.orgId, ids);
     return ids.map((id) => map.get(id) ?? null);
   });
+
+  /**
+   * Primes byId with whole rows another query read as JSON (`json_agg(m)` over models, in the
+   * caller's organization): the session list fetches the page's models in its own statement.
+   */
+  primeFromJson(rows: readonly Record<string, unknown>[] | null): void {
+    for (const row of rows ?? []) {
+      const record = camelJsonRow<ModelRecord>(row, MODEL_JSON_ROW);
+      this.byId.prime(record.id, record);
+    }
+  }
 
   async get(id: string): Promise<ModelRecord | null> {
     if (!(await this.ctx.principal())) return null;

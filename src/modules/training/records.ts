@@ -1,5 +1,6 @@
 // Training sessions as records: what services, subscriptions and the ingester pass around,
 // mapped from an entity (after ORM writes) or from a raw row (hot reads, transitions).
+import { jsonDate } from '../../db/rows.js';
 import type { Provider } from '../compute/entity.js';
 import type { StoredTrainingConfig } from './config.js';
 import type { ITrainingSession, SessionAttempt, SessionStatus } from './entity.js';
@@ -151,3 +152,44 @@ export const SESSION_COLUMNS =
   'node_id, storage_profile_id, last_checkpoint_key, cancel_requested_at, error_message, error_exit_code, error_stderr_tail, ' +
   'estimated_cost_usd, cost_usd, created_at, updated_at, queued_at, started_at, finished_at';
 
+
+// Rows of training_sessions read back from JSON (the session list reads its page as one JSON
+// value, see TrainingService.list): the same values sessionFromRow makes, for the columns read.
+const RECORD_KEYS = new Map<string, keyof TrainingSessionRecord>();
+for (const col of SESSION_COLUMNS.split(', ')) {
+  RECORD_KEYS.set(col, col.replace(/_([a-z])/g, (_m, c: string) => c.toUpperCase()) as keyof TrainingSessionRecord);
+}
+const DATE_COLUMNS = new Set(['cancel_requested_at', 'created_at', 'updated_at', 'queued_at', 'started_at', 'finished_at']);
+
+/**
+ * The `json_build_array` arguments for these columns. Timestamps travel as whole milliseconds
+ * since the epoch: floor() keeps the milliseconds the driver's parser keeps (it drops the
+ * microseconds), and new Date(number) costs far less than parsing the ISO text.
+ */
+export function sessionJsonColumns(columns: readonly string[]): string {
+  return columns.map((c) => (DATE_COLUMNS.has(c) ? `floor(extract(epoch from ${c}) * 1000)` : c)).join(', ');
+}
+
+/** A timestamp column as sessionJsonColumns sends it. */
+export function jsonMillis(value: number | string | null): Date | null {
+  if (value == null) return null;
+  // numeric infinity arrives as a string; the driver would have made it Infinity.
+  return typeof value === 'number' ? new Date(value) : jsonDate(value);
+}
+
+/**
+ * A converter from `json_build_array(sessionJsonColumns(columns))` values to records. With fewer
+ * than all columns the records are partial: only resolvers whose fields need nothing else may see
+ * them (selection.ts). Generated once per column list, so every record has one fixed shape; the
+ * column names come from SESSION_COLUMNS only.
+ */
+export function sessionsFromJson(columns: readonly string[]): (values: unknown[]) => TrainingSessionRecord {
+  const props = columns.map((c, i) => {
+    const key = RECORD_KEYS.get(c);
+    if (!key) throw new Error(`unknown training_sessions column ${c}`);
+    return `${key}: ${DATE_COLUMNS.has(c) ? `millis(v[${i}])` : `v[${i}]`}`;
+  });
+  return new Function('millis', `return (v) => ({ ${props.join(', ')} });`)(jsonMillis) as (
+    values: unknown[],
+  ) => TrainingSessionRecord;
+}

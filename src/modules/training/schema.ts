@@ -4,6 +4,8 @@ import { globalId, localId } from '../../graphql/ids.js';
 import { ComputeProfileRef, ProviderEnum } from '../compute/schema.js';
 import { DatasetVersionRef } from '../datasets/schema.js';
 import { ModelRef } from '../models/schema.js';
+import type { ModelRecord } from '../models/service.js';
+import type { DatasetVersionRecord } from '../datasets/service.js';
 import { AMP_MODES, EXPORT_FORMATS, OPTIMIZERS } from './config.js';
 import { ARTIFACT_KINDS, SESSION_STATUSES, type SessionAttempt } from './entity.js';
 import type { ArtifactRecord, EpochMetricRecord, TrainingSessionRecord } from './service.js';
@@ -93,11 +95,13 @@ builder.node(TrainingSessionRef, {
     status: t.expose('status', { type: SessionStatusEnum }),
     model: t.field({
       type: ModelRef,
-      resolve: async (s, _a, ctx) => (await ctx.services.models.byId.load(s.modelId))!,
+      // A value, not a promise, when the list primed the page's models.
+      resolve: (s, _a, ctx) => ctx.services.models.byId.get(s.modelId) as ModelRecord | Promise<ModelRecord>,
     }),
     datasetVersion: t.field({
       type: DatasetVersionRef,
-      resolve: async (s, _a, ctx) => (await ctx.services.datasets.versionById.load(s.datasetVersionId))!,
+      resolve: (s, _a, ctx) =>
+        ctx.services.datasets.versionById.get(s.datasetVersionId) as DatasetVersionRecord | Promise<DatasetVersionRecord>,
     }),
     computeProfile: t.field({
       type: ComputeProfileRef,
@@ -120,7 +124,7 @@ builder.node(TrainingSessionRef, {
     latestEpoch: t.field({
       type: EpochMetricRef,
       nullable: true,
-      resolve: (s, _a, ctx) => ctx.services.training.latestEpoch.load(s.id),
+      resolve: (s, _a, ctx) => ctx.services.training.latestEpoch.get(s.id),
     }),
     artifacts: t.field({ type: [ArtifactRef], resolve: (s, _a, ctx) => ctx.services.training.artifacts(s.id) }),
     error: t.field({
@@ -180,9 +184,9 @@ builder.queryFields((t) => ({
     type: TrainingSessionRef,
     description: 'Newest first.',
     args: { filter: t.arg({ type: TrainingSessionFilter, required: false }) },
-    resolve: (_r, args, ctx) => {
+    resolve: (_r, args, ctx, info) => {
       const modelId = args.filter?.modelId ? localId(String(args.filter.modelId), 'Model', 'filter.modelId') : null;
-      return ctx.services.training.list({ ...args, filter: { status: args.filter?.status, modelId } });
+      return ctx.services.training.list({ ...args, filter: { status: args.filter?.status, modelId } }, info);
     },
   }),
   trainingSession: t.field({
@@ -196,7 +200,7 @@ builder.queryFields((t) => ({
 builder.objectField(ModelRef, 'trainingSessions', (t) =>
   t.connection({
     type: TrainingSessionRef,
-    resolve: (m, args, ctx) => ctx.services.training.list({ ...args, filter: { modelId: m.id } }),
+    resolve: (m, args, ctx, info) => ctx.services.training.list({ ...args, filter: { modelId: m.id } }, info),
   }),
 );
 

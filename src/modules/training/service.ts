@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import DataLoader from 'dataloader';
+import type { GraphQLResolveInfo } from 'graphql';
 import { z } from 'zod';
 import type { RequestContext } from '../../graphql/context.js';
 import { ConflictError, NotFoundError, ValidationError } from '../../lib/errors.js';
@@ -24,12 +25,62 @@ import { resolveOrgStorage } from '../storage/service.js';
 import {
   SESSION_COLUMNS,
   sessionFromRow,
+  jsonMillis,
+  sessionJsonColumns,
+  sessionsFromJson,
   sessionRecord,
   type SessionRow,
   type TrainingSessionRecord,
 } from './records.js';
 export type { TrainingSessionRecord } from './records.js';
 import type { Provider } from '../compute/entity.js';
+import { Loader } from '../../lib/loader.js';
+import { sessionSelection, type SessionSelection } from './selection.js';
+
+/**
+ * The page statement for a selection: the page's rows as a CTE, then one JSON value per part.
+ * Parameters: the where clause's, the limit, then the organization once per relation selected.
+ * Kept per selection and where clause: the text is the prepared statement's key (src/db/sql.ts).
+ */
+const statements = new WeakMap<SessionSelection, Map<string, string>>();
+function pageStatement(sel: SessionSelection, where: readonly string[], dir: 'asc' | 'desc'): string {
+  let bySel = statements.get(sel);
+  if (!bySel) statements.set(sel, (bySel = new Map()));
+  const key = `${dir} ${where.join(' and ')}`;
+  let text = bySel.get(key);
+  if (text !== undefined) return text;
+  let relations = '';
+  if (sel.model) {
+    relations += `, (select json_agg(m) from models m where m.organization_id = ? and m.id in (select model_id from p)) as m`;
+  }
+  if (sel.datasetVersion) {
+    relations +=
+      `, (select json_agg(v) from dataset_versions v` +
+      ` where v.organization_id = ? and v.id in (select dataset_version_id from p)) as v`;
+  }
+  if (sel.latestEpoch) {
+    // One probe per session of the (session_id, epoch) index: the latestEpoch loader's answer, per row.
+    relations +=
+      `, (select json_agg(json_build_array(p.id, e.id, e.epoch, e.metrics, floor(extract(epoch from e.created_at) * 1000)))` +
+      ` from p cross join lateral (select id, epoch, metrics, created_at from epoch_metrics` +
+      ` where organization_id = ? and session_id = p.id order by epoch desc limit 1) e) as e`;
+  }
+  text =
+    `with p as (select ${sel.columns.join(', ')} from training_sessions where ${where.join(' and ')}` +
+    ` order by created_at ${dir}, id ${dir} limit ?)` +
+    ` select (select json_agg(json_build_array(${sessionJsonColumns(sel.columns)}) order by created_at ${dir}, id ${dir})` +
+    ` from p) as s${relations}`;
+  if (bySel.size < 100) bySel.set(key, text);
+  return text;
+}
+
+// One converter per selection (selections are kept per query document, see selection.ts).
+const converters = new WeakMap<SessionSelection, (values: unknown[]) => TrainingSessionRecord>();
+function recordsFor(sel: SessionSelection) {
+  let fn = converters.get(sel);
+  if (!fn) converters.set(sel, (fn = sessionsFromJson(sel.columns)));
+  return fn;
+}
 
 export interface EpochMetricRecord {
   id: string;
@@ -83,7 +134,7 @@ export class TrainingService {
     return ids.map((id) => map.get(id) ?? null);
   });
 
-  readonly latestEpoch = new DataLoader<string, EpochMetricRecord | null>(async (sessionIds) => {
+  readonly latestEpoch = new Loader<string, EpochMetricRecord | null>(async (sessionIds) => {
     const me = await this.ctx.requirePrincipal();
     const rows = await this.sql.query<
       { id: string; session_id: string; epoch: number; metrics: Record<string, unknown>; created_at: Date }
@@ -107,9 +158,17 @@ export class TrainingService {
     return this.byId.load(id);
   }
 
-  async list(args: PageArgs & { filter?: SessionFilter | null }) {
+  /**
+   * A page of sessions in one statement. Only the columns the query's `edges.node` selection needs
+   * are read (selection.ts), and when it asks for model, datasetVersion or latestEpoch those rows
+   * come in the same statement and prime this request's loaders, instead of three more round trips.
+   * PostgreSQL returns it all as one JSON value: one row to decode instead of a row per session
+   * plus a row per relation, and models and dataset versions come once each, not once per session.
+   */
+  async list(args: PageArgs & { filter?: SessionFilter | null }, info?: GraphQLResolveInfo) {
     const me = await this.ctx.requirePrincipal();
     const req = pageRequest(args);
+    const sel = sessionSelection(info);
     const where: string[] = ['organization_id = ?'];
     const params: unknown[] = [me.orgId];
     const status = args.filter?.status;
@@ -127,21 +186,35 @@ export class TrainingService {
       where.push(`(created_at, id) ${req.backward ? '>' : '<'} (?, ?)`);
       params.push(req.cursor.createdAt, req.cursor.id);
     }
-    const dir = req.backward ? 'asc' : 'desc';
-    const rows = await this.sql.query<SessionRow>(
-      `select ${SESSION_COLUMNS} from training_sessions where ${where.join(' and ')}
-       order by created_at ${dir}, id ${dir} limit ?`,
-      [...params, req.limit + 1],
-    );
-    const records = rows.map(sessionFromRow);
-    // Prime byId so a node(id:) in the same request does not read the row again.
-    for (const r of records) this.byId.prime(r.id, r);
+    params.push(req.limit + 1);
+    // The relations' subqueries name the organization themselves, like the loaders they stand in for.
+    for (const wanted of [sel.model, sel.datasetVersion, sel.latestEpoch]) if (wanted) params.push(me.orgId);
+    const text = pageStatement(sel, where, req.backward ? 'asc' : 'desc');
+    const [row] = await this.sql.query<{
+      s: unknown[][] | null;
+      m?: Record<string, unknown>[] | null;
+      v?: Record<string, unknown>[] | null;
+      e?: [string, string, number, Record<string, unknown>, number][] | null;
+    }>(text, params);
+    const toRecord = recordsFor(sel);
+    const records = (row.s ?? []).map(toRecord);
+    // Whole rows only: a partial record in byId would be wrong for a later node(id:) in this request.
+    if (sel.full) for (const r of records) this.byId.prime(r.id, r);
+    if (sel.model) this.ctx.services.models.primeFromJson(row.m ?? null);
+    if (sel.datasetVersion) this.ctx.services.datasets.primeVersionsFromJson(row.v ?? null);
+    if (sel.latestEpoch) {
+      const latest = new Map<string, EpochMetricRecord>();
+      for (const [sessionId, id, epoch, metrics, createdAt] of row.e ?? []) {
+        latest.set(sessionId, { id, sessionId, epoch, metrics, createdAt: jsonMillis(createdAt)! });
+      }
+      for (const r of records) this.latestEpoch.prime(r.id, latest.get(r.id) ?? null);
+    }
     return toConnection(req, records, (r) => r, async () => {
-      const [row] = await this.sql.query<{ n: string }>(
+      const [count] = await this.sql.query<{ n: string }>(
         `select count(*) as n from training_sessions where ${countWhere}`,
         countParams,
       );
-      return Number(row.n);
+      return Number(count.n);
     });
   }
 
