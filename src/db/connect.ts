@@ -30,7 +30,10 @@ export async function connectDatabase(config: Config, opts: { migrate?: boolean 
     if (config.embeddedPg === 'auto' && config.databaseUrlExplicit) {
       log.warn('DATABASE_URL does not answer; falling back to embedded PostgreSQL', { url: redactUrl(url) });
     }
-    embedded = await startEmbeddedPostgres(config.dataDir);
+    embedded = await startEmbeddedPostgres(
+      config.dataDir,
+      config.embeddedPg === 'always' ? 'CVTRAIN_EMBEDDED_PG=always' : `no PostgreSQL answered at ${redactUrl(url)}`,
+    );
     url = embedded.url;
     poolMax = 1;
   } else {

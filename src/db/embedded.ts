@@ -11,7 +11,7 @@ export interface EmbeddedPostgres {
   stop(): Promise<void>;
 }
 
-export async function startEmbeddedPostgres(dataDir: string): Promise<EmbeddedPostgres> {
+export async function startEmbeddedPostgres(dataDir: string, reason: string): Promise<EmbeddedPostgres> {
   const { PGlite } = await import('@electric-sql/pglite');
   const { PGLiteSocketServer } = await import('@electric-sql/pglite-socket');
   const dir = path.join(dataDir, 'pglite');
@@ -24,7 +24,7 @@ export async function startEmbeddedPostgres(dataDir: string): Promise<EmbeddedPo
   const conn = server.getServerConn();
   const port = Number(conn.split(':').pop());
   const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
-  log.warn('no PostgreSQL answered; running embedded PostgreSQL (PGlite)', { dataDir: dir, port });
+  log.warn(`running embedded PostgreSQL (PGlite): ${reason}`, { dataDir: dir, port });
   return {
     url,
     async stop() {
