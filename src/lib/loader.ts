@@ -11,16 +11,21 @@ import DataLoader from 'dataloader';
 export class Loader<K, V> extends DataLoader<K, V, K> {
   private readonly primed = new Map<K, V>();
   private readonly promises: Map<K, Promise<V>>;
+  private readonly caching: boolean;
 
   constructor(batch: DataLoader.BatchLoadFn<K, V>, options?: Omit<DataLoader.Options<K, V, K>, 'cacheMap' | 'cacheKeyFn'>) {
     const promises = new Map<K, Promise<V>>();
     super(batch, { ...options, cacheMap: promises });
     this.promises = promises;
+    this.caching = options?.cache !== false;
   }
 
   override prime(key: K, value: V | PromiseLike<V> | Error): this {
-    // DataLoader keeps the first value it has for a key; so does the synchronous view.
-    if (!this.promises.has(key) && !(value instanceof Error) && !isThenable(value)) this.primed.set(key, value as V);
+    // DataLoader keeps the first value it has for a key (and none without a cache); so does the
+    // synchronous view.
+    if (this.caching && !this.promises.has(key) && !(value instanceof Error) && !isThenable(value)) {
+      this.primed.set(key, value as V);
+    }
     return super.prime(key, value);
   }
 
