@@ -100,6 +100,9 @@ async function seed(url: string, dbUrl: string) {
       );
     }
   }
+  // A live database has planner statistics (autovacuum analyzes it); this machine's PostgreSQL
+  // runs with autovacuum off, so freshly seeded tables would be planned blind.
+  await db.query('analyze');
   await db.end();
   return token;
 }
