@@ -63,6 +63,7 @@ RTDETR_CASE = {"name": "rtdetr_r18vd", "framework": "transformers", "task": "obj
 PLAIN_WARMUP = {True: 1, False: 15}
 PLAIN_STEPS = {True: 2, False: 60}
 TARGET_RATIO = 0.9
+RUN_TIMEOUT_S = 240
 LEARNING_RATE = 0.01
 
 
@@ -101,12 +102,18 @@ def run_trainer(case: dict[str, Any], data: str, work: str, device: str, workers
         json.dump(cfg, fh)
     env = dict(os.environ, PYTHONPATH=TRAINERS + os.pathsep + os.environ.get("PYTHONPATH", ""))
     t0 = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "cvtrain", "train", "--config", cfg_path, "--events", events_path],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "cvtrain", "train", "--config", cfg_path, "--events", events_path],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired as exc:
+        # A hung run must not eat the whole (metered) GPU lease: report it and go on.
+        tail = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        return {"exit_code": -1, "wall_s": RUN_TIMEOUT_S, "error": f"timed out after {RUN_TIMEOUT_S}s", "stderr_tail": tail[-3000:]}
     wall = time.monotonic() - t0
     events = [json.loads(line) for line in open(events_path)] if os.path.exists(events_path) else []
     result: dict[str, Any] = {"exit_code": proc.returncode, "wall_s": round(wall, 1)}
@@ -225,6 +232,14 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def write_report(report: dict[str, Any], path: str | None) -> None:
+    """Written after every case too, so a run cut short still leaves what it measured."""
+    if path:
+        with open(path + ".tmp", "w") as fh:
+            json.dump(report, fh, indent=1, default=str)
+        os.replace(path + ".tmp", path)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny CPU run of every code path")
@@ -283,6 +298,7 @@ def main() -> int:
         else:
             log(f"[{case['name']}] trainer failed:\n{trainer.get('stderr_tail', '')}")
         report["results"].append(entry)
+        write_report(report, args.out)
 
     if not smoke and not args.skip_rtdetr and not wanted:
         import importlib.util
@@ -301,9 +317,7 @@ def main() -> int:
     text = markdown(report)
     print(json.dumps(report, indent=1, default=str))
     print(text)
-    if args.out:
-        with open(args.out, "w") as fh:
-            json.dump(report, fh, indent=1, default=str)
+    write_report(report, args.out)
     if args.markdown:
         with open(args.markdown, "w") as fh:
             fh.write(text + "\n")

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The one device-tool command for issue 4 (see bench/RESULTS.md): the throughput benchmark on
+# CUDA, then the trainer test suite under the GPU machine's torch (2.11 / Python 3.12) on CPU,
+# where resume must be bit-exact. Results go to $OUT (or ./gpu-out).
+#   device tool: run(command="bash trainers/bench/gpu_check.sh", carry=[".gpu"])
+# .gpu/site holds pure-Python jsonschema (+ pyrsistent), which the tests need and that image lacks.
+set -u
+OUT=${OUT:-./gpu-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+[ -d .gpu/site ] && export PYTHONPATH=$PWD/.gpu/site${PYTHONPATH:+:$PYTHONPATH}
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  python3 -c 'import sys, torch, torchvision; print(sys.version.split()[0], torch.__version__, torchvision.__version__)'
+  python3 -c 'import transformers, onnxruntime; print("transformers", transformers.__version__, "onnxruntime", onnxruntime.__version__)'
+  nproc
+} 2>&1 | tee "$OUT/env.txt"
+timeout 330 python3 trainers/bench/gpu_bench.py --out "$OUT/bench.json" --markdown "$OUT/bench.md" >"$OUT/bench.log" 2>&1
+echo "gpu_bench exit $?" | tee -a "$OUT/env.txt"
+tail -n 12 "$OUT/bench.log"
+CUDA_VISIBLE_DEVICES= timeout 150 python3 -m pytest trainers/tests -q -x -p no:cacheprovider -n 8 >"$OUT/pytest.log" 2>&1
+echo "pytest exit $?" | tee -a "$OUT/env.txt"
+tail -n 15 "$OUT/pytest.log"
