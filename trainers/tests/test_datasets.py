@@ -13,7 +13,7 @@ from conftest import cli
 
 from cvtrain.config import TrainingConfig
 from cvtrain.datasets.formats import read_splits
-from cvtrain.datasets.loading import DetectionDataset, EpochBatchSampler, collate, make_loader
+from cvtrain.datasets.loading import DetectionDataset, EpochBatchSampler, collate, make_loader, unpack_targets
 from cvtrain.datasets.shapes import CLASSES, make_shapes
 from cvtrain.datasets.validate import validate_dataset
 from cvtrain.events import EventEmitter
@@ -160,12 +160,13 @@ def test_augmentation_depends_on_seed_epoch_index_not_workers(datasets):
     a, b = load(0, 0), load(2, 0)
     for x, y in zip(a, b):
         assert torch.equal(x["images"], y["images"])
-        assert all(torch.equal(p["boxes"], q["boxes"]) for p, q in zip(x["targets"], y["targets"]))
+        assert x["targets"]["counts"] == y["targets"]["counts"]
+        assert torch.equal(x["targets"]["boxes"], y["targets"]["boxes"])
     other_epoch = load(0, 1)
     assert not all(torch.equal(x["images"], y["images"]) for x, y in zip(a, other_epoch))
     for batch in a:
         assert batch["images"].dtype == torch.uint8 and batch["images"].shape[1:] == (3, 64, 64)
-        for t in batch["targets"]:
+        for t in unpack_targets(batch["targets"]):
             boxes = t["boxes"]
             assert ((boxes >= 0) & (boxes <= 64)).all() and (boxes[:, 2:] > boxes[:, :2]).all()
             assert (t["labels"] >= 1).all()
@@ -183,6 +184,12 @@ def test_sampler_resumes_mid_epoch():
     capped = EpochBatchSampler(23, 4, seed=5, shuffle=True, drop_last=True, max_batches=2)
     capped.set_epoch(3)
     assert list(capped) == full[:2]
+    # One iteration through later epochs: each epoch's batches as if iterated alone.
+    s.set_epoch(3, start_batch=2, through_epoch=5)
+    s4, s5 = EpochBatchSampler(23, 4, seed=5, shuffle=True, drop_last=True), EpochBatchSampler(23, 4, seed=5, shuffle=True, drop_last=True)
+    s4.set_epoch(4)
+    s5.set_epoch(5)
+    assert list(s) == full[2:] + list(s4) + list(s5) and len(s) == 3 + 5 + 5
     # Samples of one epoch never repeat.
     flat = [i for batch in full for i, _ in batch]
     assert len(set(flat)) == len(flat) == 20
@@ -262,3 +269,15 @@ def test_bad_labels_past_threshold_fail_before_training(tmp_path, check_events):
     kinds = [(e["type"], e.get("code")) for e in check_events(events.events)]
     assert kinds == [("warning", "skipped_labels"), ("failed", None)]
     assert "3 of 9 images have bad labels" in events.events[-1]["message"]
+
+
+def test_collate_packs_targets_and_unpack_restores_them():
+    images = [torch.zeros(3, 8, 8, dtype=torch.uint8)] * 3
+    boxes = [torch.tensor([[0.0, 0.0, 4.0, 4.0], [1.0, 1.0, 5.0, 6.0]]), torch.zeros((0, 4)), torch.tensor([[2.0, 2.0, 7.0, 7.0]])]
+    labels = [torch.tensor([1, 2]), torch.zeros((0,), dtype=torch.int64), torch.tensor([3])]
+    batch = collate([{"image": i, "boxes": b, "labels": l} for i, b, l in zip(images, boxes, labels)])
+    assert batch["targets"]["counts"] == [2, 0, 1] and batch["targets"]["boxes"].shape == (3, 4)
+    out = unpack_targets(batch["targets"])
+    assert len(out) == 3
+    for got, b, l in zip(out, boxes, labels):
+        assert torch.equal(got["boxes"], b) and torch.equal(got["labels"], l)

@@ -115,17 +115,38 @@ def collate(items: list[Any]) -> dict[str, Any]:
     if "label" in good[0]:
         batch["labels"] = torch.tensor([it["label"] for it in good], dtype=torch.int64)
     else:
-        batch["targets"] = [{"boxes": it["boxes"], "labels": it["labels"]} for it in good]
+        # Packed: three objects cross the worker -> main process queue instead of two
+        # tensors per image (each tensor is its own shared-memory handle to pass and
+        # rebuild, and its own host-to-device copy). `unpack_targets` splits them.
+        batch["targets"] = {
+            "boxes": torch.cat([it["boxes"] for it in good]),
+            "labels": torch.cat([it["labels"] for it in good]),
+            "counts": [int(it["labels"].shape[0]) for it in good],
+        }
         if "meta" in good[0]:
             batch["meta"] = [it["meta"] for it in good]
     return batch
+
+
+def unpack_targets(packed: dict[str, Any], device: Any = None) -> list[dict[str, torch.Tensor]]:
+    """Per-image target dicts from `collate`'s packed form (moved to `device` first, in
+    one copy per field, when given)."""
+    boxes, labels = packed["boxes"], packed["labels"]
+    if device is not None:
+        boxes = boxes.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+    counts = packed["counts"]
+    return [{"boxes": b, "labels": l} for b, l in zip(boxes.split(counts), labels.split(counts))]
 
 
 class EpochBatchSampler(Sampler):
     """Batches of (index, epoch) in an order that depends only on (seed, epoch).
 
     `set_epoch(epoch, start_batch)` makes the next iteration begin at `start_batch`, so
-    a run resumed mid-epoch skips the consumed batches without loading them.
+    a run resumed mid-epoch skips the consumed batches without loading them. With
+    `through_epoch`, one iteration runs on through the following epochs: the trainer keeps
+    one iterator for the whole run, so the workers decode the next epoch's first batches
+    while the current epoch's last ones train instead of the GPU waiting for a refill.
     """
 
     def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool, drop_last: bool, max_batches: int | None = None):
@@ -137,10 +158,12 @@ class EpochBatchSampler(Sampler):
         self.max_batches = max_batches
         self.epoch = 0
         self.start_batch = 0
+        self.through_epoch: int | None = None
 
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+    def set_epoch(self, epoch: int, start_batch: int = 0, through_epoch: int | None = None) -> None:
         self.epoch = epoch
         self.start_batch = start_batch
+        self.through_epoch = through_epoch
 
     def batches_per_epoch(self) -> int:
         full = self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
@@ -151,14 +174,20 @@ class EpochBatchSampler(Sampler):
             return np.arange(self.n)
         return np.random.default_rng([self.seed, epoch, 0x5A3]).permutation(self.n)
 
+    def _last_epoch(self) -> int:
+        return self.epoch if self.through_epoch is None else max(self.epoch, self.through_epoch)
+
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        order = self.order(self.epoch)
-        for b in range(self.start_batch, self.batches_per_epoch()):
-            chunk = order[b * self.batch_size : (b + 1) * self.batch_size]
-            yield [(int(i), self.epoch) for i in chunk]
+        for epoch in range(self.epoch, self._last_epoch() + 1):
+            order = self.order(epoch)
+            first = self.start_batch if epoch == self.epoch else 0
+            for b in range(first, self.batches_per_epoch()):
+                chunk = order[b * self.batch_size : (b + 1) * self.batch_size]
+                yield [(int(i), epoch) for i in chunk]
 
     def __len__(self) -> int:
-        return max(0, self.batches_per_epoch() - self.start_batch)
+        epochs = self._last_epoch() - self.epoch + 1
+        return max(0, epochs * self.batches_per_epoch() - self.start_batch)
 
 
 def _worker_init(_worker_id: int) -> None:

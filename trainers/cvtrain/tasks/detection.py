@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .. import compat, export
-from ..datasets.loading import DetectionDataset
+from ..datasets.loading import DetectionDataset, unpack_targets
 from ..errors import ConfigError
 from ..families import torchvision_models as tvm
 from ..metrics import CocoEvaluator
@@ -46,8 +46,8 @@ class DetectionTrainer(BaseTrainer):
     def make_dataset(self, samples: list[Any], train: bool) -> DetectionDataset:
         return DetectionDataset(samples, self.image_size, train, self.cfg.augment, self.cfg.seed)
 
-    def targets_to_device(self, targets: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
-        return [{k: v.to(self.device, non_blocking=True) for k, v in t.items()} for t in targets]
+    def targets_to_device(self, targets: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
+        return unpack_targets(targets, self.device)
 
     def forward_train(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         images = self.images_to_device(batch["images"])
