@@ -107,7 +107,7 @@ def test_detector_onnx_export_is_checked(detection_run):
     else:
         # Nothing here can run detection post-processing graphs (no onnxruntime, OpenCV's
         # importer lacks their ops): the artifact must say so instead of claiming success.
-        assert art["runtime"] is None and art["max_abs_diff"] is None
+        assert art["runtime"] is None and art["max_abs_diff"] is None, art
         assert "onnxruntime" in art["note"] and "opencv" in art["note"]
 
 
