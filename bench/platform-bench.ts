@@ -95,7 +95,9 @@ async function startPlatform(): Promise<Platform> {
     CVTRAIN_DATA_DIR: mkdtempSync(path.join(tmpdir(), 'cvtrain-pbench-')),
     CVTRAIN_LOCAL_GPU_NODE: '0',
   };
-  const api = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], { cwd: repoRoot, env, stdio: ['ignore', 'inherit', 'inherit'] });
+  // BENCH_API_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the API process.
+  const apiArgs = (process.env.BENCH_API_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const api = spawn(process.execPath, [...apiArgs, '--import', 'tsx', 'src/main.ts'], { cwd: repoRoot, env, stdio: ['ignore', 'inherit', 'inherit'] });
   const base = `http://127.0.0.1:${port}`;
   for (let i = 0; ; i++) {
     if ((await fetch(`${base}/healthz`).catch(() => null))?.ok) break;
@@ -144,8 +146,11 @@ async function trainModel(p: Platform, epochs: number): Promise<string> {
   return r.trainModel.trainingSession.id;
 }
 
+// Every gpu-node started, so that a scenario that fails still leaves none running behind it.
+const nodes = new Set<ChildProcess>();
+
 function startNode(p: Platform, intervalMs: number, extra: NodeJS.ProcessEnv = {}): ChildProcess {
-  return spawn(process.execPath, ['--import', 'tsx', 'gpu-node/main.ts'], {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'gpu-node/main.ts'], {
     cwd: repoRoot,
     env: {
       ...p.env,
@@ -155,11 +160,14 @@ function startNode(p: Platform, intervalMs: number, extra: NodeJS.ProcessEnv = {
       CVTRAIN_TRAINERS_DIR: path.join(repoRoot, 'bench', 'standin'),
       CVTRAIN_PYTHON: '/usr/bin/python3',
       STANDIN_EPOCH_INTERVAL_MS: String(intervalMs),
-      CVTRAIN_LOG_LEVEL: 'warn',
+      CVTRAIN_LOG_LEVEL: process.env.BENCH_NODE_LOG_LEVEL ?? 'warn',
       ...extra,
     },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
+  nodes.add(child);
+  child.once('exit', () => nodes.delete(child));
+  return child;
 }
 
 async function stopProcess(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM') {
@@ -296,8 +304,13 @@ async function recovery(p: Platform) {
   const sessionId = await trainModel(p, 400);
   const first = await waitStatus(p, sessionId, ['RUNNING'], 60_000);
   await sleep(3000);
-  const victim = [a, b].find((n) => n.pid && execFileSync('ps', ['-o', 'pid=', '--ppid', String(n.pid)]).toString().trim().length > 0);
-  if (!victim) throw new Error('could not tell which node runs the session');
+  // The node running the session is the one with a child (the stand-in trainer); `ps` exits 1
+  // for the other, which has none.
+  const victim = [a, b].find((n) => n.pid && spawnSync('ps', ['-o', 'pid=', '--ppid', String(n.pid)]).stdout.toString().trim().length > 0);
+  if (!victim) {
+    const tree = spawnSync('ps', ['-eo', 'pid,ppid,args']).stdout.toString().split('\n').filter((l) => /gpu-node|cvtrain/.test(l));
+    throw new Error(`could not tell which node runs the session (nodes ${a.pid}, ${b.pid}):\n${tree.join('\n')}`);
+  }
   const t0 = Date.now();
   victim.kill('SIGKILL');
   // The orphaned stand-in trainer of the killed node would keep writing to a closed pipe; end it.
@@ -355,6 +368,7 @@ async function main() {
     process.exitCode = 1;
   } finally {
     console.log(out.join('\n'));
+    await Promise.all([...nodes].map((n) => stopProcess(n)));
     await p.db.end();
     await stopProcess(p.api);
     await dropDatabase(p.dbUrl);

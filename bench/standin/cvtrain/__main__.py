@@ -36,8 +36,9 @@ def main():
     stop = {"requested": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
 
-    def emit(kind, **fields):
-        out.write(json.dumps({"v": 1, "type": kind, "ts": now_iso(), "session": session, **fields}) + "\n")
+    def emit(event_type, **fields):
+        # Not `kind`: checkpoint events carry a field of that name.
+        out.write(json.dumps({"v": 1, "type": event_type, "ts": now_iso(), "session": session, **fields}) + "\n")
         out.flush()
 
     start_epoch = 0
