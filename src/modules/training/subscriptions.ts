@@ -1,6 +1,5 @@
 // Live training progress. Each subscription subscribes to its topic before reading the database,
 // then drops live messages the replay already covered: no gap, no duplicate.
-import { Repeater } from 'graphql-yoga';
 import type { RequestContext } from '../../graphql/context.js';
 import { reviveDates } from '../../events/publisher.js';
 import { AuthenticationError, NotFoundError } from '../../lib/errors.js';
@@ -14,17 +13,41 @@ export function reviveSession(s: TrainingSessionRecord): TrainingSessionRecord {
   return reviveDates(s, SESSION_DATES);
 }
 
+// Every subscriber of a topic receives the same parsed message object (see events/topics.ts), so
+// its revived copy is made once per message, not once per subscriber. Nothing downstream mutates it.
+const revived = new WeakMap<object, unknown>();
+function once<T extends object>(raw: T, revive: (raw: T) => T): T {
+  let value = revived.get(raw) as T | undefined;
+  if (value === undefined) {
+    value = revive(raw);
+    revived.set(raw, value);
+  }
+  return value;
+}
+const reviveEpoch = (e: EpochMetricRecord) => reviveDates(e, ['createdAt']);
+
 // How often a live subscription re-checks its caller's credentials (revoked keys, removed members).
 const REAUTHORIZE_EVERY_MS = 30_000;
 
-/** Passes items through, re-checking the caller's credentials at most every REAUTHORIZE_EVERY_MS. */
-export async function* reauthorized<T>(ctx: RequestContext, source: AsyncIterable<T>): AsyncGenerator<T> {
+/**
+ * Re-checks the caller's credentials at most every subscriptionReauthMs; call per item. Inline
+ * rather than a generator wrapped around the source: on the fan-out path each layer of async
+ * iteration costs promises per item per subscriber.
+ */
+export function reauthorizer(ctx: RequestContext): () => Promise<void> | undefined {
   let checkedAt = Date.now();
+  const check = async () => {
+    if (!(await ctx.stillAuthorized())) throw new AuthenticationError('Your credentials are no longer valid; sign in again');
+    checkedAt = Date.now();
+  };
+  return () => (Date.now() - checkedAt > ctx.config.subscriptionReauthMs ? check() : undefined);
+}
+
+/** Passes items through, re-checking the caller's credentials as `reauthorizer` does. */
+export async function* reauthorized<T>(ctx: RequestContext, source: AsyncIterable<T>): AsyncGenerator<T> {
+  const reauthorize = reauthorizer(ctx);
   for await (const item of source) {
-    if (Date.now() - checkedAt > ctx.config.subscriptionReauthMs) {
-      if (!(await ctx.stillAuthorized())) throw new AuthenticationError('Your credentials are no longer valid; sign in again');
-      checkedAt = Date.now();
-    }
+    await reauthorize();
     yield item;
   }
 }
@@ -47,8 +70,11 @@ export async function* sessionUpdates(ctx: RequestContext, sessionId: string): A
     let current = (await ctx.services.training.get(sessionId)) ?? first;
     yield current;
     if (TERMINAL_STATUSES.includes(current.status)) return;
-    for await (const raw of reauthorized(ctx, live)) {
-      const next = reviveSession(raw);
+    const reauthorize = reauthorizer(ctx);
+    for await (const raw of live) {
+      const pending = reauthorize();
+      if (pending) await pending;
+      const next = once(raw, reviveSession);
       // Updates can only move forward in time; an older snapshot (a late duplicate) is skipped.
       if (next.updatedAt.getTime() < current.updatedAt.getTime()) continue;
       current = next;
@@ -71,8 +97,11 @@ export async function* epochUpdates(
 ): AsyncGenerator<EpochMetricRecord> {
   await authorizedSession(ctx, sessionId);
   const { topics, redisNames } = ctx.app;
-  const epochs = await topics.subscribe<EpochMetricRecord>(redisNames.epochsTopic(sessionId));
-  const sessions = await topics.subscribe<TrainingSessionRecord>(redisNames.sessionTopic(sessionId));
+  // One subscription on both topics: epochs, and the status change that ends the stream.
+  const live = await topics.subscribe<EpochMetricRecord | TrainingSessionRecord>([
+    redisNames.epochsTopic(sessionId),
+    redisNames.sessionTopic(sessionId),
+  ]);
   try {
     let last = sinceEpoch;
     const stored = await ctx.services.training.epochsAfter(sessionId, last);
@@ -83,18 +112,20 @@ export async function* epochUpdates(
     ctx.services.training.byId.clear(sessionId);
     const now = await ctx.services.training.get(sessionId);
     if (!now || TERMINAL_STATUSES.includes(now.status)) return;
-    for await (const item of reauthorized(ctx, Repeater.merge([epochs, sessions]))) {
+    const reauthorize = reauthorizer(ctx);
+    for await (const item of live) {
+      const pending = reauthorize();
+      if (pending) await pending;
       if ('status' in item) {
-        if (TERMINAL_STATUSES.includes((item as TrainingSessionRecord).status)) return;
+        if (TERMINAL_STATUSES.includes(item.status)) return;
         continue;
       }
-      const e = reviveDates(item as EpochMetricRecord, ['createdAt']);
-      if (e.epoch <= last) continue;
-      last = e.epoch;
-      yield e;
+      if (item.epoch <= last) continue;
+      last = item.epoch;
+      yield once(item, reviveEpoch);
     }
   } finally {
-    await Promise.allSettled([epochs.return(), sessions.return()]);
+    await live.return();
   }
 }
 
