@@ -8,8 +8,10 @@ config or arguments (nothing done), 3 dataset error, 4 framework not importable,
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
+import signal
 import sys
 import traceback
 from typing import Sequence
@@ -213,5 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: how a stuck run is diagnosed on
+    # a node (the gpu-node forwards stderr to the session's logs).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     args = build_parser().parse_args(argv)
     return int(args.fn(args))
