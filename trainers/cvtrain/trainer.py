@@ -259,8 +259,6 @@ class BaseTrainer:
         self.val_loader = make_loader(self.val_dataset, self.val_sampler, workers, pin)
         self.steps_per_epoch = self.train_sampler.batches_per_epoch()
         self.num_workers = workers
-        self._train_iter: Any = None
-        self._train_iter_at: tuple[int, int] | None = None
 
     def val_batches(self) -> Iterator[dict[str, Any]]:
         """Validation batches with hooks, corrupt-sample accounting and stop checks."""
@@ -403,17 +401,11 @@ class BaseTrainer:
     def train_epoch(self, epoch: int, start_step: int) -> None:
         """Train epoch index `epoch` (0-based) from batch `start_step`."""
         self.model.train()
-        if self._train_iter is None or self._train_iter_at != (epoch, start_step):
-            # One iterator runs through the last epoch (see EpochBatchSampler): made again
-            # only at the start of a run or a resume.
-            self.train_sampler.set_epoch(epoch, start_step, through_epoch=self.cfg.epochs - 1)
-            self._train_iter = iter(self.train_loader)
-        self._train_iter_at = None  # consumed below; set again only if the epoch completes
+        self.train_sampler.set_epoch(epoch, start_step)
         self.step = start_step
-        for _ in range(start_step, self.steps_per_epoch):
+        for batch in self.train_loader:
             if self.stop_requested:
                 return
-            batch = next(self._train_iter)
             if batch["bad"]:
                 self._record_bad("train", batch["bad"])
             if batch["size"]:
@@ -426,7 +418,6 @@ class BaseTrainer:
             self._maybe_progress()
             if self.stop_requested:
                 return
-        self._train_iter_at = (epoch + 1, 0)
 
     # ------------------------------------------------------------ checkpoints
 
@@ -624,7 +615,6 @@ class BaseTrainer:
             try:
                 self.run_callbacks("on_teardown")
             finally:
-                self._train_iter = None
                 for loader in ("train_loader", "val_loader"):
                     # Ends persistent workers now rather than at interpreter exit.
                     if hasattr(self, loader):
