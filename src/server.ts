@@ -14,6 +14,7 @@ import { listeningUrl, type App } from './app.js';
 import { createRequestContext, type RequestContext } from './graphql/context.js';
 import { createLocalStorageHandler } from './storage/local-http.js';
 import { loadPersistedOperations } from './graphql/persisted.js';
+import { useSharedSubscriptionExecution } from './graphql/shared-subscriptions.js';
 import { schema } from './graphql/schema.js';
 import { AppError, ValidationError } from './lib/errors.js';
 import { createLogger, errorFields } from './lib/log.js';
@@ -67,6 +68,8 @@ export function createGraphQLHandler(app: App) {
       allowArbitraryOperations: async (request) => !(await principalFor(request))?.persistedOnly,
       skipDocumentValidation: false,
     }),
+    // Last, so that its subscribe function is the one used.
+    useSharedSubscriptionExecution(),
   ];
 
   const yoga = createYoga<Record<string, unknown>, RequestContext>({
