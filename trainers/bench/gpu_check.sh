@@ -3,7 +3,11 @@
 # CUDA, then the trainer test suite under the GPU machine's torch (2.11 / Python 3.12) on CPU,
 # where resume must be bit-exact. Results go to $OUT (or ./gpu-out).
 #   device tool: run(command="bash trainers/bench/gpu_check.sh", carry=[".gpu"])
-# .gpu/site holds pure-Python jsonschema (+ pyrsistent), which the tests need and that image lacks.
+# .gpu/site holds pure-Python jsonschema (+ pyrsistent), which the tests need and that image lacks
+# (no package index there). Made here, untracked, once per checkout:
+#   echo /.gpu/ >> .git/info/exclude; mkdir -p .gpu/site
+#   cp -r /usr/lib/python3/dist-packages/{jsonschema,pyrsistent}* .gpu/site/   # from python3-jsonschema
+#   find .gpu -name '*.so' -delete       # Python 3.11 builds; pyrsistent falls back to pure Python
 set -u
 OUT=${OUT:-./gpu-out}
 mkdir -p "$OUT"
