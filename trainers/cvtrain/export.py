@@ -217,7 +217,37 @@ def export_detector(model: nn.Module, image_size: int, path: str, example: torch
     _write(path, data)
     with torch.no_grad():
         reference = [t.numpy() for t in wrapper(example)]
-    return _verify(path, {"images": example.numpy()}, ["boxes", "scores", "labels"], reference, note, dynamic_batch=False)
+    return _verify(path, {"images": example.numpy()}, ["boxes", "scores", "labels"], reference, note, dynamic_batch=False, detections=True)
+
+
+def _match_tied_detections(got: list[np.ndarray], reference: list[np.ndarray]) -> list[np.ndarray]:
+    """`got` (boxes, scores, labels) reordered to line up with `reference`.
+
+    Detections whose scores tie (an untrained detector has many) may come out of NMS/top-k in
+    either order; a runtime that orders them differently has not computed anything different.
+    Each reference detection takes the closest unmatched detection with the same label and a
+    score within the scores' tolerance; if any finds none, the outputs are compared as given,
+    so the comparison after this still fails wherever they really differ.
+    """
+    boxes, scores, labels = (np.asarray(a) for a in got)
+    rboxes, rscores, rlabels = reference
+    tol = _tolerance([rscores])
+    n = len(rscores)
+    if boxes.shape != rboxes.shape or scores.shape != rscores.shape or labels.shape != rlabels.shape:
+        return got
+    order = list(range(n))
+    taken = np.zeros(n, dtype=bool)
+    for i in range(n):
+        candidates = np.where((~taken) & (labels.astype(rlabels.dtype) == rlabels[i]) & (np.abs(scores.astype(np.float64) - rscores[i]) <= tol))[0]
+        if len(candidates) == 0:
+            continue
+        dist = np.abs(boxes[candidates].astype(np.float64) - rboxes[i].astype(np.float64)).max(axis=1)
+        j = int(candidates[int(np.argmin(dist))])
+        order[i] = j
+        taken[j] = True
+    if sorted(order) != list(range(n)):
+        return got  # some detection went unmatched: compare as given
+    return [boxes[order], scores[order], labels[order]]
 
 
 def _verify(
@@ -227,12 +257,16 @@ def _verify(
     reference: list[np.ndarray],
     note: str | None,
     dynamic_batch: bool,
+    detections: bool = False,
 ) -> dict[str, Any]:
     info: dict[str, Any] = {"opset": settings.ONNX_OPSET, "dynamic_batch": dynamic_batch}
     got, runtime, reasons = run_onnx(path, feeds, outputs)
     if got is None:
         info.update(verified=False, runtime=None, max_abs_diff=None, note="; ".join(([note] if note else []) + reasons))
         return info
+    if detections:
+        got = _match_tied_detections(list(got), reference)
+    tol = _tolerance([r for r in reference if not np.issubdtype(r.dtype, np.integer)])
     diff = 0.0
     problems = []
     for name, g, r in zip(outputs, got, reference):
@@ -246,7 +280,6 @@ def _verify(
                     problems.append(f"{name}: values differ")
             else:
                 diff = max(diff, float(np.abs(g.astype(np.float64) - r.astype(np.float64)).max()))
-    tol = _tolerance([r for r in reference if not np.issubdtype(r.dtype, np.integer)])
     if diff > tol:
         problems.append(f"max_abs_diff {diff:.3g} above tolerance {tol:.3g}")
     info.update(

@@ -200,3 +200,45 @@ def test_sigterm_during_start_up_still_stops_cleanly(datasets, tmp_path, check_e
     resume = write_config(tmp_path / "resume.json", **tiny_config(datasets, tmp_path / "out", "tiny_plugin:TinyCNNTrainer", epochs=1, export=[], resume_from="last"))
     assert cli("train", "--config", resume, "--events", events_path, env=plugin_env()).returncode == 0
     assert read_events(events_path)[-1]["type"] == "completed"
+
+
+def _tied_detections():
+    """A detector's outputs with two pairs of equal scores, as an untrained model gives."""
+    boxes = np.array([[0, 0, 10, 10], [5, 5, 20, 20], [30, 30, 40, 40], [1, 2, 3, 4], [8, 8, 9, 9]], dtype=np.float32)
+    scores = np.array([0.9, 0.25, 0.25, 0.1, 0.1], dtype=np.float32)
+    labels = np.array([0, 1, 1, 2, 2], dtype=np.int64)
+    return [boxes, scores, labels]
+
+
+def test_detector_verification_accepts_tied_detections_in_another_order(monkeypatch, tmp_path):
+    from cvtrain import export
+
+    reference = _tied_detections()
+    swap = [0, 2, 1, 4, 3]  # what onnxruntime gave for the test detector: tied pairs swapped
+    runtime_out = [a[swap] for a in reference]
+    monkeypatch.setattr(export, "run_onnx", lambda path, feeds, outputs: (runtime_out, "fake-runtime 1.0", []))
+    info = export._verify(str(tmp_path / "m.onnx"), {"images": np.zeros((1, 3, 4, 4), np.float32)}, ["boxes", "scores", "labels"], reference, None, False, detections=True)
+    assert info["verified"] is True and info["max_abs_diff"] == 0.0 and info["note"] is None
+
+    # Without the detector flag (a classifier's outputs) order matters.
+    info = export._verify(str(tmp_path / "m.onnx"), {"images": np.zeros((1, 3, 4, 4), np.float32)}, ["boxes", "scores", "labels"], reference, None, False)
+    assert info["verified"] is False
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda o: o[0].__setitem__((1, 0), o[0][1, 0] + 3.0),  # a box really differs
+        lambda o: o[2].__setitem__(2, 0),  # a label differs
+        lambda o: o[1].__setitem__(1, 0.5),  # a score differs
+    ],
+)
+def test_detector_verification_still_fails_on_real_differences(monkeypatch, tmp_path, change):
+    from cvtrain import export
+
+    reference = _tied_detections()
+    runtime_out = [a[[0, 2, 1, 4, 3]].copy() for a in reference]
+    change(runtime_out)
+    monkeypatch.setattr(export, "run_onnx", lambda path, feeds, outputs: (runtime_out, "fake-runtime 1.0", []))
+    info = export._verify(str(tmp_path / "m.onnx"), {"images": np.zeros((1, 3, 4, 4), np.float32)}, ["boxes", "scores", "labels"], reference, None, False, detections=True)
+    assert info["verified"] is False and info["note"]
