@@ -10,7 +10,7 @@ import {
   EPOCHS_SUBSCRIPTION,
   getSession,
   makeDatasetArchive,
-  RedisServer,
+  PrivateRedis,
   SESSION_SUBSCRIPTION,
   setupOrg,
   startInProcessNode,
@@ -28,13 +28,13 @@ type Epoch = { epoch: number; metrics: Record<string, unknown> };
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
 const cleanup = new Cleanup();
-let redis: RedisServer;
+let redis: PrivateRedis;
 let api: TestApi;
 let org: E2eOrg;
 let root: string;
 
 beforeAll(async () => {
-  redis = await RedisServer.create();
+  redis = await PrivateRedis.create();
   await redis.start();
   cleanup.add('redis-server', () => redis.kill());
   api = await startTestApi({ workers: true, env: { REDIS_URL: redis.url, CVTRAIN_NODE_HEARTBEAT_MS: '1000' } });

@@ -20,7 +20,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   for (const o of outboxes) o.abandon();
-  await redis.stop();
+  await redis.kill();
 });
 
 function makeOutbox(dir = tempDir('outbox'), lingerMs = 60_000): Outbox {
@@ -101,7 +101,7 @@ describe.sequential('outbox', () => {
     expect(await outbox.flushed(5000)).toBe(true);
     expect(seqs(await streamEnvelopes(), s, 2)).toEqual(range(1, 10));
 
-    await redis.stop();
+    await redis.kill();
     for (let i = 11; i <= 15; i++) job.append('trainer', progress(i));
     await new Promise((r) => setTimeout(r, 300));
     expect(outbox.pending).toBe(5);
@@ -133,14 +133,14 @@ describe.sequential('outbox', () => {
     expect(await outbox.flushed(5000)).toBe(true);
     e.end();
 
-    await redis.stop();
+    await redis.kill();
     await redis.start();
     await waitFor(async () => seqs(await streamEnvelopes(), ended).length === 2 && seqs(await streamEnvelopes(), running).length === 1, 10_000, 'replay after restart');
 
     // Past the linger time the ended job is dropped: a later restart no longer brings it back.
     await waitFor(() => outbox.held(ended, 1).length === 0, 5000, 'the ended job to be dropped');
     expect(outbox.held(running, 1)).toHaveLength(1);
-    await redis.stop();
+    await redis.kill();
     await redis.start();
     await waitFor(async () => seqs(await streamEnvelopes(), running).length === 1, 10_000, 'replay of the running job');
     await new Promise((res) => setTimeout(res, 300));
@@ -150,7 +150,7 @@ describe.sequential('outbox', () => {
 
   it('a node killed before delivering: the next start sends the envelopes from its files', async () => {
     const dir = tempDir('outbox-crash');
-    await redis.stop();
+    await redis.kill();
     const first = makeOutbox(dir);
     const s = randomUUID();
     const job = first.job(s, 1);
@@ -169,7 +169,7 @@ describe.sequential('outbox', () => {
 
   it('the same attempt after a restart of the node continues its seq from the file', async () => {
     const dir = tempDir('outbox-seq');
-    await redis.stop();
+    await redis.kill();
     const first = makeOutbox(dir);
     const s = randomUUID();
     const job = first.job(s, 4);

@@ -7,7 +7,6 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -18,6 +17,7 @@ import { loadConfig } from '../src/config.js';
 import { dropDatabase, ensureDatabase } from '../src/db/orm.js';
 import { SecretBox } from '../src/lib/secret-box.js';
 import { PG_BASE } from './helpers/api.js';
+import { freePort } from './helpers/processes.js';
 
 const repoRoot = path.resolve(import.meta.dirname, '..');
 const marker = randomBytes(4).toString('hex');
@@ -113,16 +113,6 @@ let server: { child: ChildProcess; exited: Promise<number | null> } | null = nul
 let output = '';
 const responses: { label: string; text: string }[] = [];
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 async function startServer(secretKeys: string) {
   const port = await freePort();

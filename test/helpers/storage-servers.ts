@@ -13,6 +13,7 @@ import { AzureStorage } from '../../src/storage/azure.js';
 import { createLocalStorageHandler } from '../../src/storage/local-http.js';
 import { LocalStorage } from '../../src/storage/local.js';
 import { S3Storage } from '../../src/storage/s3.js';
+import { freePort } from './processes.js';
 
 const require = createRequire(import.meta.url);
 
@@ -153,13 +154,6 @@ export interface AzureTarget {
   close(): Promise<void>;
 }
 
-async function freePort(): Promise<number> {
-  const server = http.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 /**
  * Azurite's blob service as a child process (it is a CLI, not a library), with telemetry off so
