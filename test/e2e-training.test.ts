@@ -111,6 +111,8 @@ describe.sequential('e2e: training over the public API', () => {
     expect(stored.map((e) => e.epoch)).toEqual(range(1, epochs));
     expect(live.items).toEqual(stored);
     expect(stored[0].metrics).toMatchObject({ train_loss: expect.any(Number), lr: expect.any(Number), seconds: expect.any(Number) });
+    for (const e of stored) expect(e.metrics.data_wait_fraction).toBeGreaterThanOrEqual(0);
+    for (const e of stored) expect(e.metrics.data_wait_fraction).toBeLessThanOrEqual(1);
 
     const statuses = updates.items.map((u) => u.status).filter((s, i, all) => i === 0 || all[i - 1] !== s);
     expect(statuses).toEqual(['QUEUED', 'RUNNING', 'COMPLETED']);

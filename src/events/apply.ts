@@ -237,6 +237,8 @@ function epochMetrics(e: Record<string, unknown>): Record<string, unknown> {
     lr: e.lr,
     seconds: e.seconds,
     images_per_sec: e.images_per_sec,
+    // Optional in the protocol (custom trainers may not measure it).
+    ...(e.data_wait_fraction === undefined ? {} : { data_wait_fraction: e.data_wait_fraction }),
   };
 }
 

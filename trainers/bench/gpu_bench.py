@@ -72,6 +72,11 @@ def log(*args: Any) -> None:
     print(*args, file=sys.stderr, flush=True)
 
 
+def _median_after_first(values: list[float | None]) -> float | None:
+    known = [v for v in values[1:] or values if v is not None]
+    return round(statistics.median(known), 4) if known else None
+
+
 def run_trainer(case: dict[str, Any], data: str, work: str, device: str, workers: int, smoke: bool) -> dict[str, Any]:
     out = os.path.join(work, "run_" + case["name"])
     cfg = {
@@ -137,6 +142,9 @@ def run_trainer(case: dict[str, Any], data: str, work: str, device: str, workers
         epoch_images_per_sec=[round(v, 1) for v in ips],
         images_per_sec=statistics.median(steady),
         window_images_per_sec=statistics.median(windows) if windows else None,
+        # Share of training time blocked on the DataLoader (median epoch after the first):
+        # near 0, a gap to the plain loop is in the step; large, the run is input-bound.
+        data_wait_fraction=_median_after_first([e.get("data_wait_fraction") for e in epochs]),
         train_loss=[round(e["train_loss"], 4) for e in epochs],
         final_metrics=epochs[-1]["metrics"] if epochs else {},
     )
@@ -218,22 +226,23 @@ def markdown(report: dict[str, Any]) -> str:
         f"GPU: {report['env']['device']} · torch {report['env']['torch']} · {report['env']['cpus']} CPUs · "
         f"mode {'smoke (CPU)' if report['smoke'] else 'full'}",
         "",
-        "| model | input | batch | precision | trainer img/s (real JPEGs, DataLoader; median epoch after the 1st) | plain loop img/s (tensors on device) | trainer / plain | trainer mid-epoch windows img/s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | input | batch | precision | trainer img/s (real JPEGs, DataLoader; median epoch after the 1st) | plain loop img/s (tensors on device) | trainer / plain | trainer mid-epoch windows img/s | trainer time waiting for data |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
         t = r["trainer"]
         if t.get("exit_code"):
-            lines.append(f"| {r['model']} | {r['image_size']} | {r['batch']} | - | failed: {t.get('error', '')[:80]} | - | - | - |")
+            lines.append(f"| {r['model']} | {r['image_size']} | {r['batch']} | - | failed: {t.get('error', '')[:80]} | - | - | - | - |")
             continue
         p = r.get("plain") or {}
         ratio = r.get("ratio")
+        wait = "-" if t.get("data_wait_fraction") is None else f"{100 * t['data_wait_fraction']:.1f}%"
         lines.append(
             f"| {r['model']} | {r['image_size']} | {r['batch']} | {t.get('amp')} | {t['images_per_sec']:.1f} "
             f"| {p.get('images_per_sec', float('nan')):.1f} | {ratio:.2f}{' ✓' if r.get('pass') else ' ✗'} "
-            f"| {t['window_images_per_sec'] or float('nan'):.1f} |"
+            f"| {t['window_images_per_sec'] or float('nan'):.1f} | {wait} |"
             if ratio is not None
-            else f"| {r['model']} | {r['image_size']} | {r['batch']} | {t.get('amp')} | {t['images_per_sec']:.1f} | - | - | - |"
+            else f"| {r['model']} | {r['image_size']} | {r['batch']} | {t.get('amp')} | {t['images_per_sec']:.1f} | - | - | - | {wait} |"
         )
     return "\n".join(lines)
 

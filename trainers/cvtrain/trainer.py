@@ -47,6 +47,13 @@ CHECKPOINT_VERSION = 1
 RESUME_MUST_MATCH = ("task", "framework", "architecture", "batch_size", "max_batches_per_epoch", "seed", "image_size")
 
 
+def _data_wait(seconds: float | None, wall: float) -> dict[str, float]:
+    """The event field data_wait_fraction, absent when the loop did not measure it."""
+    if seconds is None:
+        return {}
+    return {"data_wait_fraction": min(1.0, max(0.0, seconds / max(1e-9, wall)))}
+
+
 def file_digest(path: str) -> tuple[int, str]:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -113,6 +120,7 @@ class BaseTrainer:
             for fn in fns:
                 self.add_callback(hook, fn)
         self.stop_requested: str | None = None
+        self._epoch_data_wait: float | None = None
         self.model: nn.Module | None = None
         self.class_names: list[str] = []
         self.image_size = config.image_size or self.default_image_size(config.architecture)
@@ -375,7 +383,13 @@ class BaseTrainer:
         return {"loss": torch.zeros((), dtype=torch.float64, device=self.device), "parts": {}, "steps": 0, "images": 0}
 
     def _new_window(self) -> None:
-        self._win = {"loss": torch.zeros((), dtype=torch.float64, device=self.device), "steps": 0, "images": 0, "t0": time.monotonic()}
+        self._win = {
+            "loss": torch.zeros((), dtype=torch.float64, device=self.device),
+            "steps": 0,
+            "images": 0,
+            "data_wait": None,
+            "t0": time.monotonic(),
+        }
 
     def _maybe_progress(self) -> None:
         now = time.monotonic()
@@ -394,6 +408,7 @@ class BaseTrainer:
             loss=loss,
             images_per_sec=self._win["images"] / max(1e-9, now - self._win["t0"]),
             lr=self.optimizer.param_groups[0]["lr"],
+            **_data_wait(self._win["data_wait"], now - self._win["t0"]),
         )
         self._last_progress = now
         self._new_window()
@@ -403,7 +418,17 @@ class BaseTrainer:
         self.model.train()
         self.train_sampler.set_epoch(epoch, start_step)
         self.step = start_step
-        for batch in self.train_loader:
+        # Time blocked on the DataLoader (worker start-up and refill included) is reported as
+        # data_wait_fraction: the share of training time an input-bound run loses to loading.
+        t = time.perf_counter()
+        batches = iter(self.train_loader)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                self._add_data_wait(time.perf_counter() - t)
+                break
+            self._add_data_wait(time.perf_counter() - t)
             if self.stop_requested:
                 return
             if batch["bad"]:
@@ -418,6 +443,12 @@ class BaseTrainer:
             self._maybe_progress()
             if self.stop_requested:
                 return
+            t = time.perf_counter()
+
+    def _add_data_wait(self, seconds: float) -> None:
+        # None until measured: a subclass with its own train_epoch reports no figure, not 0.
+        self._win["data_wait"] = (self._win["data_wait"] or 0.0) + seconds
+        self._epoch_data_wait = (self._epoch_data_wait or 0.0) + seconds
 
     # ------------------------------------------------------------ checkpoints
 
@@ -681,6 +712,7 @@ class BaseTrainer:
             if first == 0:
                 self._acc = self._new_acc()
             t0 = time.monotonic()
+            self._epoch_data_wait = None
             images_before = self._acc["images"]
             self.run_callbacks("on_train_epoch_start")
             self.train_epoch(epoch, first)
@@ -744,6 +776,7 @@ class BaseTrainer:
             lr=self.optimizer.param_groups[0]["lr"],
             seconds=time.monotonic() - t0,
             images_per_sec=images / max(1e-9, train_seconds),
+            **_data_wait(self._epoch_data_wait, train_seconds),
             is_best=is_best,
         )
         self.run_callbacks("on_fit_epoch_end")

@@ -21,4 +21,5 @@ def test_gpu_bench_smoke(tmp_path):
     assert result["model"] == "resnet18" and result["trainer"]["exit_code"] == 0
     assert result["trainer"]["images_per_sec"] > 0 and result["plain"]["images_per_sec"] > 0
     assert result["ratio"] == result["trainer"]["images_per_sec"] / result["plain"]["images_per_sec"]
+    assert 0 <= result["trainer"]["data_wait_fraction"] <= 1
     assert "| resnet18 | 32 | 4 | off |" in proc.stdout

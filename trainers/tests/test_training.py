@@ -341,3 +341,34 @@ def test_early_stopping(datasets, tmp_path, check_events):
     done = events[-1]
     assert done["early_stopped"] is True and done["epochs"] == len(flags) < 6
     assert by_type(events, "checkpoint")[-1]["kind"] == "last", "an early stop still leaves last.pt"
+
+
+def test_data_wait_fraction_tells_input_bound_from_compute_bound(datasets, tmp_path, monkeypatch, check_events):
+    """The same short run twice: once with a slow dataset (every sample takes 50 ms to load,
+    200 ms a batch), once with a slow step (a 100 ms hook before every batch) and normal loading."""
+    from cvtrain.datasets.loading import ClassificationDataset
+
+    def run(name, slow_step):
+        cfg = classifier_config(datasets, tmp_path / name, epochs=1, progress_interval_s=0, max_val_batches=1, keep_periodic=False)
+        events = EventEmitter(None, keep=True)
+        trainer = resolve_trainer(cfg)(cfg, events)
+        if slow_step:
+            trainer.add_callback("on_train_batch_start", lambda t: time.sleep(0.1))
+        assert trainer.fit().status == "completed"
+        return check_events(events.events)
+
+    compute_bound = run("compute", slow_step=True)
+    load = ClassificationDataset.__getitem__
+
+    def slow_load(self, index):
+        time.sleep(0.05)
+        return load(self, index)
+
+    monkeypatch.setattr(ClassificationDataset, "__getitem__", slow_load)
+    input_bound = run("input", slow_step=False)
+
+    for events, low, high in ((compute_bound, 0.0, 0.3), (input_bound, 0.6, 1.0)):
+        (epoch,) = by_type(events, "epoch")
+        assert low <= epoch["data_wait_fraction"] <= high, epoch
+        progress = by_type(events, "progress")
+        assert progress and all(low <= p["data_wait_fraction"] <= high for p in progress), progress
