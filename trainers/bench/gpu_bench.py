@@ -10,6 +10,11 @@ For each model (ssdlite320_mobilenet_v3_large, fcos_resnet50_fpn, resnet18):
      optimizer on tensors already on the GPU (the data-loading-free ceiling).
 The ratio trainer/plain must be >= 0.9 (issue: "at least 90% of the plain loop").
 
+The resnet18 run is then resumed from its last checkpoint for one more epoch: batches redone
+and start-up time beyond a fresh run's, against one epoch of training ("resume adds no more
+than one epoch's worth of work"). Each run also reports the share of training time spent
+waiting for the DataLoader (data_wait_fraction).
+
 Also on the GPU machine: the ssdlite run exports ONNX and verifies it with onnxruntime,
 and a short RT-DETR (transformers) run exercises that family when transformers imports.
 
@@ -22,6 +27,7 @@ Prints one JSON object and a markdown table. Self-contained: no PYTHONPATH neede
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
@@ -45,17 +51,18 @@ from cvtrain.families import torchvision_models as tvm  # noqa: E402
 # at batch 16, fcos 119 img/s at 640 px batch 16, resnet18 3200 img/s at 224 px batch 32.
 # `steps` batches per epoch make each epoch several seconds, so the refill of the worker
 # pipeline at an epoch's start (one worker decodes a whole first batch) stays ~1% of it;
-# `jpeg` is the stored image side.
+# `jpeg` is the stored image side. `resume`: also resume the finished run for one more epoch
+# (resume_check; one case only, the cheapest, to keep the metered GPU run short).
 FULL_CASES = [
     {"name": "ssdlite320_mobilenet_v3_large", "task": "object-detection", "format": "yolo", "size": 320, "jpeg": 320, "batch": 16, "steps": 80, "epochs": 4, "export": True},
     {"name": "fcos_resnet50_fpn", "task": "object-detection", "format": "yolo", "size": 640, "jpeg": 640, "batch": 16, "steps": 60, "epochs": 4, "export": False},
-    {"name": "resnet18", "task": "classification", "format": "image_folder", "size": 224, "jpeg": 256, "batch": 32, "steps": 300, "epochs": 4, "export": False},
+    {"name": "resnet18", "task": "classification", "format": "image_folder", "size": 224, "jpeg": 256, "batch": 32, "steps": 300, "epochs": 4, "export": False, "resume": True},
 ]
 # CPU smoke: the same code paths at toy sizes (float32, few steps).
 SMOKE_CASES = [
     {"name": "ssdlite320_mobilenet_v3_large", "task": "object-detection", "format": "yolo", "size": 64, "jpeg": 80, "batch": 2, "steps": 2, "epochs": 2, "export": False},
     {"name": "fcos_resnet50_fpn", "task": "object-detection", "format": "yolo", "size": 64, "jpeg": 80, "batch": 2, "steps": 2, "epochs": 2, "export": False},
-    {"name": "resnet18", "task": "classification", "format": "image_folder", "size": 32, "jpeg": 40, "batch": 4, "steps": 2, "epochs": 2, "export": False},
+    {"name": "resnet18", "task": "classification", "format": "image_folder", "size": 32, "jpeg": 40, "batch": 4, "steps": 2, "epochs": 2, "export": False, "resume": True},
 ]
 # RT-DETR check (GPU run only, when transformers imports).
 # DETR-style models train with AdamW at ~1e-4; SGD at the CNNs' 0.01 diverges.
@@ -77,8 +84,46 @@ def _median_after_first(values: list[float | None]) -> float | None:
     return round(statistics.median(known), 4) if known else None
 
 
-def run_trainer(case: dict[str, Any], data: str, work: str, device: str, workers: int, smoke: bool) -> dict[str, Any]:
-    out = os.path.join(work, "run_" + case["name"])
+def _event_time(event: dict[str, Any]) -> float:
+    return datetime.datetime.strptime(event["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def resume_check(case: dict[str, Any], data: str, work: str, device: str, workers: int, smoke: bool, first: dict[str, Any]) -> dict[str, Any]:
+    """Resumes the finished run from its last checkpoint for one more epoch and compares what
+    the restart costs with one epoch of training (issue: resume adds no more than one epoch's
+    worth of work). Redone batches: the resumed run must start exactly where the checkpoint
+    left off; extra start-up: its start-up time beyond a fresh run's (loading the checkpoint)."""
+    if not first.get("last_checkpoint"):
+        return {"error": "the first run wrote no last checkpoint"}
+    run = run_trainer(
+        case, data, work, device, workers, smoke,
+        overrides={"resume_from": first["last_checkpoint"], "epochs": case["epochs"] + 1, "export": []},
+        tag="_resumed",
+    )
+    if run["exit_code"] != 0:
+        return {"error": run.get("error"), "stderr_tail": run.get("stderr_tail")}
+    epoch_s = statistics.median(first["epoch_train_s"][1:] or first["epoch_train_s"])
+    steps = first["steps_per_epoch"]
+    redone_batches = (case["epochs"] - run["start_position"][0]) * steps - run["start_position"][1]
+    extra = max(0.0, run["startup_s"] - first["startup_s"])
+    cost = extra + redone_batches * epoch_s / max(1, steps)
+    return {
+        "start_position": run["start_position"],
+        "redone_batches": redone_batches,
+        "fresh_startup_s": first["startup_s"],
+        "resumed_startup_s": run["startup_s"],
+        "extra_startup_s": round(extra, 2),
+        "epoch_train_s": round(epoch_s, 2),
+        "cost_in_epochs": round(cost / max(1e-9, epoch_s), 3),
+        "pass": redone_batches == 0 and cost <= epoch_s,
+    }
+
+
+def run_trainer(
+    case: dict[str, Any], data: str, work: str, device: str, workers: int, smoke: bool, overrides: dict[str, Any] | None = None, tag: str = ""
+) -> dict[str, Any]:
+    name = case["name"] + tag
+    out = os.path.join(work, "run_" + name)
     cfg = {
         "task": case["task"],
         "framework": case.get("framework", "torchvision"),
@@ -100,14 +145,16 @@ def run_trainer(case: dict[str, Any], data: str, work: str, device: str, workers
         # The plain loop does not clip; neither does the trainer here, so both do the same math.
         "clip_grad_norm": None,
         "export": ["onnx"] if case["export"] else [],
-        "session_id": "bench-" + case["name"],
+        "session_id": "bench-" + name,
+        **(overrides or {}),
     }
-    cfg_path = os.path.join(work, case["name"] + ".json")
-    events_path = os.path.join(work, case["name"] + ".events.jsonl")
+    cfg_path = os.path.join(work, name + ".json")
+    events_path = os.path.join(work, name + ".events.jsonl")
     with open(cfg_path, "w") as fh:
         json.dump(cfg, fh)
     env = dict(os.environ, PYTHONPATH=TRAINERS + os.pathsep + os.environ.get("PYTHONPATH", ""))
     t0 = time.monotonic()
+    spawned = time.time()
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "cvtrain", "train", "--config", cfg_path, "--events", events_path],
@@ -135,7 +182,14 @@ def run_trainer(case: dict[str, Any], data: str, work: str, device: str, workers
     # Mid-epoch windows (progress events, ~1 s each) after the first epoch: throughput
     # without epoch boundaries, to tell per-step costs from per-epoch ones.
     windows = [e["images_per_sec"] for e in events if e["type"] == "progress" and e["epoch"] > 1]
+    lasts = [e["path"] for e in events if e["type"] == "checkpoint" and e["kind"] == "last"]
     result.update(
+        # Process start to the `started` event: imports, CUDA, dataset scan, model, checkpoint.
+        startup_s=round(_event_time(started) - spawned, 2),
+        start_position=[started["start_epoch"], started["start_step"]],
+        steps_per_epoch=started["steps_per_epoch"],
+        epoch_train_s=[round(started["steps_per_epoch"] * case["batch"] / max(1e-9, e["images_per_sec"]), 2) for e in epochs],
+        last_checkpoint=lasts[-1] if lasts else None,
         device=started["device"],
         amp=started["amp"],
         num_workers=started["num_workers"],
@@ -244,6 +298,17 @@ def markdown(report: dict[str, Any]) -> str:
             if ratio is not None
             else f"| {r['model']} | {r['image_size']} | {r['batch']} | {t.get('amp')} | {t['images_per_sec']:.1f} | - | - | - | {wait} |"
         )
+    resumes = [(r["model"], r["resume"]) for r in report["results"] if r.get("resume")]
+    if resumes:
+        lines += ["", "| model | resume: batches redone | start-up fresh / resumed s | one epoch's training s | resume cost in epochs |", "|---|---|---|---|---|"]
+        for model, x in resumes:
+            if "error" in x:
+                lines.append(f"| {model} | failed: {str(x['error'])[:80]} | - | - | - |")
+            else:
+                lines.append(
+                    f"| {model} | {x['redone_batches']} | {x['fresh_startup_s']} / {x['resumed_startup_s']} | {x['epoch_train_s']} "
+                    f"| {x['cost_in_epochs']:.2f}{' ✓' if x['pass'] else ' ✗'} |"
+                )
     return "\n".join(lines)
 
 
@@ -307,6 +372,10 @@ def main() -> int:
             entry["plain"] = plain
             entry["ratio"] = trainer["images_per_sec"] / plain["images_per_sec"]
             entry["pass"] = entry["ratio"] >= TARGET_RATIO
+            if case.get("resume"):
+                log(f"[{case['name']}] resume from the last checkpoint for one more epoch ...")
+                entry["resume"] = resume_check(case, data, work, "cpu" if smoke else "cuda", workers, smoke, trainer)
+                log(f"[{case['name']}] resume: {entry['resume']}")
             log(f"[{case['name']}] plain {plain['images_per_sec']:.1f} img/s, ratio {entry['ratio']:.3f}")
             if device.type == "cuda":
                 torch.cuda.empty_cache()

@@ -19,7 +19,7 @@ export PYTHONUNBUFFERED=1
   python3 -c 'import transformers, onnxruntime; print("transformers", transformers.__version__, "onnxruntime", onnxruntime.__version__)'
   nproc
 } 2>&1 | tee "$OUT/env.txt"
-timeout 300 python3 trainers/bench/gpu_bench.py --out "$OUT/bench.json" --markdown "$OUT/bench.md" >"$OUT/bench.log" 2>&1
+timeout 330 python3 trainers/bench/gpu_bench.py --out "$OUT/bench.json" --markdown "$OUT/bench.md" >"$OUT/bench.log" 2>&1
 echo "gpu_bench exit $?" | tee -a "$OUT/env.txt"
 tail -n 12 "$OUT/bench.log"
 CUDA_VISIBLE_DEVICES= OMP_NUM_THREADS=2 timeout 110 python3 -m pytest trainers/tests -q -x -p no:cacheprovider -n 8 -p no:benchmark >"$OUT/pytest.log" 2>&1

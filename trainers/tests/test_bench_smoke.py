@@ -22,4 +22,8 @@ def test_gpu_bench_smoke(tmp_path):
     assert result["trainer"]["images_per_sec"] > 0 and result["plain"]["images_per_sec"] > 0
     assert result["ratio"] == result["trainer"]["images_per_sec"] / result["plain"]["images_per_sec"]
     assert 0 <= result["trainer"]["data_wait_fraction"] <= 1
+    # The resumed run starts exactly where the last checkpoint left off (epoch 2 of 2, step 0).
+    resume = result["resume"]
+    assert resume["start_position"] == [2, 0] and resume["redone_batches"] == 0, resume
+    assert resume["resumed_startup_s"] > 0 and resume["epoch_train_s"] > 0
     assert "| resnet18 | 32 | 4 | off |" in proc.stdout
