@@ -2,13 +2,9 @@
 // the trainer (SIGTERM, checkpoint, stop) and the session is CANCELLED within 15 s; a trainer that
 // dies or fails makes the session FAILED with the message, exit code and stderr tail.
 import { execFileSync } from 'node:child_process';
-import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { GpuNode } from '../gpu-node/node.js';
-import { startTestApi, type TestApi } from './helpers/api.js';
+import { describe, expect, it } from 'vitest';
 import {
   cancelSession,
-  Cleanup,
   getSession,
   isAlive,
   killGroup,
@@ -16,8 +12,6 @@ import {
   PYTHON,
   SESSION_SUBSCRIPTION,
   sessionUuid,
-  setupOrg,
-  startInProcessNode,
   streamEvents,
   tempDir,
   tinyTraining,
@@ -26,9 +20,8 @@ import {
   uploadDatasetVersion,
   waitFor,
   waitForStatus,
-  WsClient,
-  type E2eOrg,
 } from './helpers/e2e.js';
+import { useE2eFixture } from './helpers/e2e-fixture.js';
 
 // Re-encodes every image of the folder as PNG and flips one byte inside its IDAT chunk.
 const DAMAGE_PNGS = `
@@ -46,31 +39,7 @@ for dirpath, _, files in os.walk(sys.argv[1]):
             out.write(data)
 `;
 
-const cleanup = new Cleanup();
-let api: TestApi;
-let org: E2eOrg;
-let root: string;
-let node: GpuNode | null = null;
-
-beforeAll(async () => {
-  api = await startTestApi({ workers: true, env: { CVTRAIN_NODE_HEARTBEAT_MS: '1000' } });
-  cleanup.add('api', () => api.close());
-  root = tempDir(cleanup, 'cancel');
-  org = await setupOrg(api, makeDatasetArchive(root, { images: 24, size: 32 }));
-}, 60_000);
-
-afterAll(async () => {
-  await cleanup.run();
-}, 60_000);
-
-async function ensureNode(): Promise<GpuNode> {
-  if (!node) {
-    const started = await startInProcessNode(api, { nodeId: 'e2e-cancel-node', dataDir: path.join(root, 'node') });
-    node = started;
-    cleanup.add('gpu-node', () => started.stop());
-  }
-  return node;
-}
+const e2e = useE2eFixture({ name: 'cancel', node: { id: 'e2e-cancel-node' } });
 
 /** Waits for a running trainer of the session and returns its pid; killed at the end whatever happens. */
 async function trainerOf(sessionId: string): Promise<number> {
@@ -79,44 +48,43 @@ async function trainerOf(sessionId: string): Promise<number> {
     const pids = trainerPidsForSession(uuid);
     return pids.length === 1 ? pids : null;
   }, 30_000, 'the trainer process');
-  cleanup.add(`trainer ${pid}`, () => killGroup(pid));
+  e2e.cleanup.add(`trainer ${pid}`, () => killGroup(pid));
   return pid;
 }
 
 describe.sequential('e2e: cancellation and trainer failures', () => {
   it('cancelling a QUEUED session (no node running) is immediate, and no node runs it later', async () => {
-    const session = await trainModel(api, org, tinyTraining({ epochs: 3 }));
+    const session = await trainModel(e2e.api, e2e.org, tinyTraining({ epochs: 3 }));
     expect(session.status).toBe('QUEUED');
     const t0 = Date.now();
-    const cancelled = await cancelSession(api, org.token, session.id);
+    const cancelled = await cancelSession(e2e.api, e2e.org.token, session.id);
     const ms = Date.now() - t0;
     expect(cancelled.status).toBe('CANCELLED');
     expect(ms).toBeLessThan(2000);
-    expect((await getSession(api, org.token, session.id)).status).toBe('CANCELLED');
+    expect((await getSession(e2e.api, e2e.org.token, session.id)).status).toBe('CANCELLED');
 
     // A node that starts now finds nothing to run for it (the queued job is gone or refused).
-    await ensureNode();
-    const control = await trainModel(api, org, tinyTraining({ epochs: 1 }));
-    await waitForStatus(api, org.token, control.id, ['COMPLETED'], 60_000);
-    const after = await getSession(api, org.token, session.id);
+    await e2e.ensureNode();
+    const control = await trainModel(e2e.api, e2e.org, tinyTraining({ epochs: 1 }));
+    await waitForStatus(e2e.api, e2e.org.token, control.id, ['COMPLETED'], 60_000);
+    const after = await getSession(e2e.api, e2e.org.token, session.id);
     expect(after).toMatchObject({ status: 'CANCELLED', startedAt: null, epochs: { edges: [] } });
     expect(trainerPidsForSession(sessionUuid(session.id))).toEqual([]);
   }, 90_000);
 
   it('cancelling a RUNNING session: the trainer gets SIGTERM, checkpoints and stops; CANCELLED within 15 s', async () => {
-    await ensureNode();
-    const session = await trainModel(api, org, tinyTraining({ epochs: 200 }));
-    const ws = new WsClient(api, org.token);
-    cleanup.add('ws', () => ws.dispose());
+    await e2e.ensureNode();
+    const session = await trainModel(e2e.api, e2e.org, tinyTraining({ epochs: 200 }));
+    const ws = e2e.client(e2e.org.token);
     const updates = ws.subscribe<{ status: string }>(SESSION_SUBSCRIPTION, { s: session.id }, 'trainingSessionUpdated');
-    await waitFor(async () => (await getSession(api, org.token, session.id)).epochs.edges.length >= 1, 60_000, 'a first epoch');
+    await waitFor(async () => (await getSession(e2e.api, e2e.org.token, session.id)).epochs.edges.length >= 1, 60_000, 'a first epoch');
     const pid = await trainerOf(session.id);
 
     const t0 = Date.now();
-    const requested = await cancelSession(api, org.token, session.id);
+    const requested = await cancelSession(e2e.api, e2e.org.token, session.id);
     // A running session stays RUNNING until its trainer has stopped, and says a cancel is pending.
     expect(requested).toEqual({ status: 'RUNNING', cancelRequested: true });
-    const done = await waitForStatus(api, org.token, session.id, ['CANCELLED'], 30_000);
+    const done = await waitForStatus(e2e.api, e2e.org.token, session.id, ['CANCELLED'], 30_000);
     const seconds = (Date.now() - t0) / 1000;
     console.log(`cancel of a RUNNING session: CANCELLED after ${seconds.toFixed(1)} s`);
     expect(seconds).toBeLessThan(15);
@@ -128,7 +96,7 @@ describe.sequential('e2e: cancellation and trainer failures', () => {
 
     // What the API does not show, from the node's event stream: the trainer stopped on SIGTERM
     // (not killed after the grace period) and the checkpoint it wrote at the stop was uploaded.
-    const events = await streamEvents(api.app.config.redisUrl, api.app.config.redisPrefix, sessionUuid(session.id));
+    const events = await streamEvents(e2e.api.app.config.redisUrl, e2e.api.app.config.redisPrefix, sessionUuid(session.id));
     const stopped = events.find((e) => e.event.type === 'stopped');
     expect(stopped?.event).toMatchObject({ reason: 'signal:SIGTERM', resumable: true });
     const atStop = events.filter(
@@ -139,13 +107,13 @@ describe.sequential('e2e: cancellation and trainer failures', () => {
   }, 90_000);
 
   it('a trainer killed with SIGKILL makes the session FAILED with what the node saw', async () => {
-    await ensureNode();
-    const session = await trainModel(api, org, tinyTraining({ epochs: 200 }));
-    await waitFor(async () => (await getSession(api, org.token, session.id)).epochs.edges.length >= 1, 60_000, 'a first epoch');
+    await e2e.ensureNode();
+    const session = await trainModel(e2e.api, e2e.org, tinyTraining({ epochs: 200 }));
+    await waitFor(async () => (await getSession(e2e.api, e2e.org.token, session.id)).epochs.edges.length >= 1, 60_000, 'a first epoch');
     const pid = await trainerOf(session.id);
     process.kill(pid, 'SIGKILL');
 
-    const failed = await waitForStatus(api, org.token, session.id, ['FAILED'], 30_000);
+    const failed = await waitForStatus(e2e.api, e2e.org.token, session.id, ['FAILED'], 30_000);
     console.log(`trainer SIGKILLed: ${JSON.stringify(failed.error)}`);
     expect(failed.error).not.toBeNull();
     expect(failed.error!.message).toMatch(/SIGKILL/);
@@ -157,11 +125,11 @@ describe.sequential('e2e: cancellation and trainer failures', () => {
   }, 90_000);
 
   it('a trainer that fails on its data: FAILED with its message, exit code and stderr tail', async () => {
-    await ensureNode();
+    await e2e.ensureNode();
     // PNGs that are complete but whose compressed pixel data is damaged: the API's finalize
     // checks structure, not pixels (src/modules/datasets/validation/images.ts says so), so the
     // version is READY; the trainer starts, cannot decode them, and fails with its dataset exit code (3).
-    const dir = tempDir(cleanup, 'broken');
+    const dir = tempDir(e2e.cleanup, 'broken');
     const archive = makeDatasetArchive(dir, {
       images: 24,
       size: 32,
@@ -170,10 +138,10 @@ describe.sequential('e2e: cancellation and trainer failures', () => {
         execFileSync(PYTHON, ['-c', DAMAGE_PNGS, rootDir], { stdio: 'pipe' });
       },
     });
-    const version = await uploadDatasetVersion(api, org.token, org.datasetId, archive, 'IMAGE_FOLDER');
+    const version = await uploadDatasetVersion(e2e.api, e2e.org.token, e2e.org.datasetId, archive, 'IMAGE_FOLDER');
     expect(version.status).toBe('READY');
-    const session = await trainModel(api, { ...org, datasetVersionId: version.id }, tinyTraining({ epochs: 3 }));
-    const failed = await waitForStatus(api, org.token, session.id, ['FAILED'], 60_000);
+    const session = await trainModel(e2e.api, { ...e2e.org, datasetVersionId: version.id }, tinyTraining({ epochs: 3 }));
+    const failed = await waitForStatus(e2e.api, e2e.org.token, session.id, ['FAILED'], 60_000);
     console.log(`trainer failed on its data: ${JSON.stringify({ ...failed.error, stderrTail: failed.error?.stderrTail?.slice(-300) })}`);
     expect(failed.error).toMatchObject({ message: expect.stringMatching(/do not decode|corrupt|decode/i), exitCode: 3 });
     expect(failed.error!.stderrTail).toMatch(/DatasetError/);

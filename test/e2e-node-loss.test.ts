@@ -6,85 +6,54 @@
 //
 // API settings used here: heartbeats every 1000 ms (CVTRAIN_NODE_HEARTBEAT_MS), a node silent for
 // 3000 ms is OFFLINE (CVTRAIN_NODE_OFFLINE_MS); the reaper looks every second.
-import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestApi, type TestApi } from './helpers/api.js';
+import { describe, expect, it } from 'vitest';
 import {
-  Cleanup,
   EPOCHS_SUBSCRIPTION,
   getSession,
+  type GpuNodeView,
   isAlive,
   killGroup,
-  makeDatasetArchive,
   NodeProcess,
-  query,
+  range,
   sessionUuid,
-  setupOrg,
   storedEpochs,
   streamEvents,
   type Subscription,
-  tempDir,
   tinyTraining,
   trainModel,
   waitFor,
   waitForStatus,
-  WsClient,
-  type E2eOrg,
+  type Epoch,
 } from './helpers/e2e.js';
+import { useE2eFixture } from './helpers/e2e-fixture.js';
 
 const HEARTBEAT_MS = 1000;
 const OFFLINE_MS = 3000;
-const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
-type NodeView = { id: string; status: string; lastHeartbeatAt: string; runningJobs: number; slots: number };
 type SessionUpdate = { status: string; attempt: number; receivedAt: number };
 
-const cleanup = new Cleanup();
-let api: TestApi;
-let org: E2eOrg;
-let root: string;
+const e2e = useE2eFixture({
+  name: 'node-loss',
+  env: { CVTRAIN_NODE_HEARTBEAT_MS: String(HEARTBEAT_MS), CVTRAIN_NODE_OFFLINE_MS: String(OFFLINE_MS) },
+  teardownTimeoutMs: 90_000,
+});
 let nodeA: NodeProcess;
 let nodeB: NodeProcess | null = null;
-let nodeUpdates: Subscription<NodeView>;
+let nodeUpdates: Subscription<GpuNodeView>;
 // How long a trainer may outlive its SIGKILLed daemon: the cancel grace (15 s) a stop gets anyway.
 const ORPHAN_GRACE_MS = 15_000;
 let orphanStoppedBy: Promise<number | null> | null = null;
 
-beforeAll(async () => {
-  api = await startTestApi({
-    workers: true,
-    env: { CVTRAIN_NODE_HEARTBEAT_MS: String(HEARTBEAT_MS), CVTRAIN_NODE_OFFLINE_MS: String(OFFLINE_MS) },
-  });
-  cleanup.add('api', () => api.close());
-  root = tempDir(cleanup, 'node-loss');
-  org = await setupOrg(api, makeDatasetArchive(root, { images: 24, size: 32 }));
-}, 60_000);
-
-afterAll(async () => {
-  await cleanup.run();
-}, 90_000);
-
-function startNode(nodeId: string): NodeProcess {
-  const n = new NodeProcess(api, { nodeId, dataDir: path.join(root, nodeId) });
-  cleanup.add(`gpu-node ${nodeId}`, () => n.stop());
-  return n;
-}
-
-async function gpuNodes(): Promise<NodeView[]> {
-  return (await query(api, org.token, '{ gpuNodes { id status lastHeartbeatAt runningJobs slots } }')).gpuNodes;
-}
-
 describe.sequential('e2e: gpu-node loss', () => {
   it('gpuNodes and gpuNodeUpdated show a node ONLINE with heartbeats', async () => {
-    const ws = new WsClient(api, org.token);
-    cleanup.add('ws nodes', () => ws.dispose());
-    nodeUpdates = ws.subscribe<NodeView>(
+    const ws = e2e.client(e2e.org.token);
+    nodeUpdates = ws.subscribe<GpuNodeView>(
       'subscription { gpuNodeUpdated { id status lastHeartbeatAt runningJobs slots } }',
       {},
       'gpuNodeUpdated',
     );
-    nodeA = startNode('e2e-node-a');
-    const online = await waitFor(async () => (await gpuNodes()).find((n) => n.id === 'e2e-node-a' && n.status === 'ONLINE'), 60_000, 'node A ONLINE');
+    nodeA = e2e.nodeProcess('e2e-node-a');
+    const online = await waitFor(async () => (await e2e.gpuNodes()).find((n) => n.id === 'e2e-node-a' && n.status === 'ONLINE'), 60_000, 'node A ONLINE');
     expect(online).toMatchObject({ slots: 1, runningJobs: 0 });
     // Heartbeats arrive as updates, each later than the one before.
     const beats = await waitFor(() => {
@@ -94,43 +63,41 @@ describe.sequential('e2e: gpu-node loss', () => {
     const times = beats.map((b) => Date.parse(b.lastHeartbeatAt));
     for (let i = 1; i < times.length; i++) expect(times[i]).toBeGreaterThanOrEqual(times[i - 1]);
     expect(times.at(-1)! - times[0]).toBeGreaterThan(0);
-    const later = (await gpuNodes()).find((n) => n.id === 'e2e-node-a')!;
+    const later = (await e2e.gpuNodes()).find((n) => n.id === 'e2e-node-a')!;
     expect(Date.parse(later.lastHeartbeatAt)).toBeGreaterThan(Date.parse(online.lastHeartbeatAt));
     expect(nodeUpdates.errors).toBeNull();
     // Nodes are visible to signed-in callers only.
-    const anonymous = new WsClient(api, null);
-    cleanup.add('ws anonymous', () => anonymous.dispose());
-    const refused = anonymous.subscribe<NodeView>('subscription { gpuNodeUpdated { id status } }', {}, 'gpuNodeUpdated');
+    const anonymous = e2e.client(null);
+    const refused = anonymous.subscribe<GpuNodeView>('subscription { gpuNodeUpdated { id status } }', {}, 'gpuNodeUpdated');
     await refused.waitForEnd(10_000);
     expect(refused.items).toEqual([]);
     expect(refused.errors?.[0]).toMatchObject({ extensions: { code: 'UNAUTHENTICATED' } });
-    expect((await api.gql('{ gpuNodes { id } }')).errors?.[0]).toMatchObject({ extensions: { code: 'UNAUTHENTICATED' } });
+    expect((await e2e.api.gql('{ gpuNodes { id } }')).errors?.[0]).toMatchObject({ extensions: { code: 'UNAUTHENTICATED' } });
   }, 90_000);
 
   it('SIGKILL of the node running a session: OFFLINE, QUEUED, RUNNING on the other node, resumed from the last checkpoint, COMPLETED with every epoch once', async () => {
     const epochs = 30;
     // Node A is the only node when the session is queued, so A takes it; node B starts meanwhile
     // (a daemon needs a few seconds to come up) and waits idle.
-    const session = await trainModel(api, org, tinyTraining({ epochs }));
-    nodeB = startNode('e2e-node-b');
-    await waitFor(async () => (await getSession(api, org.token, session.id)).epochs.edges.length >= 3, 90_000, 'three epochs on node A');
-    await waitFor(async () => (await gpuNodes()).some((n) => n.id === 'e2e-node-b' && n.status === 'ONLINE'), 60_000, 'node B ONLINE');
-    const nodesBefore = await gpuNodes();
+    const session = await trainModel(e2e.api, e2e.org, tinyTraining({ epochs }));
+    nodeB = e2e.nodeProcess('e2e-node-b');
+    await waitFor(async () => (await getSession(e2e.api, e2e.org.token, session.id)).epochs.edges.length >= 3, 90_000, 'three epochs on node A');
+    await waitFor(async () => (await e2e.gpuNodes()).some((n) => n.id === 'e2e-node-b' && n.status === 'ONLINE'), 60_000, 'node B ONLINE');
+    const nodesBefore = await e2e.gpuNodes();
     expect(nodesBefore.find((n) => n.id === 'e2e-node-a')).toMatchObject({ status: 'ONLINE', runningJobs: 1 });
     expect(nodesBefore.find((n) => n.id === 'e2e-node-b')).toMatchObject({ status: 'ONLINE', runningJobs: 0 });
     // Still mid-training on A, with a checkpoint or more uploaded.
-    const beforeKill = await getSession(api, org.token, session.id);
+    const beforeKill = await getSession(e2e.api, e2e.org.token, session.id);
     expect(beforeKill.status).toBe('RUNNING');
     expect(beforeKill.epochs.edges.length).toBeLessThan(epochs - 5);
 
-    const ws = new WsClient(api, org.token);
-    cleanup.add('ws session', () => ws.dispose());
+    const ws = e2e.client(e2e.org.token);
     const updates = ws.subscribe<Omit<SessionUpdate, 'receivedAt'>>(
       'subscription($s: ID!) { trainingSessionUpdated(id: $s) { status attempt } }',
       { s: session.id },
       'trainingSessionUpdated',
     );
-    const live = ws.subscribe<{ epoch: number; metrics: Record<string, unknown> }>(EPOCHS_SUBSCRIPTION, { s: session.id }, 'trainingEpochs');
+    const live = ws.subscribe<Epoch>(EPOCHS_SUBSCRIPTION, { s: session.id }, 'trainingEpochs');
     await updates.waitForItems(1, 10_000, 'the current session state');
 
     const trainerOfA = nodeA.trainerPids();
@@ -144,7 +111,7 @@ describe.sequential('e2e: gpu-node loss', () => {
       () => Date.now() - killedAt,
       () => null,
     );
-    cleanup.add('orphaned trainer', () => trainerOfA.forEach(killGroup));
+    e2e.cleanup.add('orphaned trainer', () => trainerOfA.forEach(killGroup));
     void orphanStoppedBy.then(() => trainerOfA.forEach(killGroup));
 
     const received = (): SessionUpdate[] => updates.items.map((u, i) => ({ ...u, receivedAt: updates.times[i] }));
@@ -155,12 +122,12 @@ describe.sequential('e2e: gpu-node loss', () => {
         `(heartbeat ${HEARTBEAT_MS} ms, offline after ${OFFLINE_MS} ms, reaper every 1000 ms)`,
     );
 
-    const done = await waitForStatus(api, org.token, session.id, ['COMPLETED'], 120_000);
+    const done = await waitForStatus(e2e.api, e2e.org.token, session.id, ['COMPLETED'], 120_000);
     await live.waitForEnd(10_000);
     await updates.waitForEnd(10_000);
 
     // Every epoch stored once, 1..N, and the live subscriber got each once, in order.
-    const stored = await storedEpochs(api, org.token, session.id);
+    const stored = await storedEpochs(e2e.api, e2e.org.token, session.id);
     expect(stored.map((e) => e.epoch)).toEqual(range(1, epochs));
     expect(live.errors).toBeNull();
     expect(live.items).toEqual(stored);
@@ -173,13 +140,13 @@ describe.sequential('e2e: gpu-node loss', () => {
 
     // Node A is OFFLINE (seen live and in the list), node B ONLINE.
     expect(nodeUpdates.items.some((n) => n.id === 'e2e-node-a' && n.status === 'OFFLINE')).toBe(true);
-    const nodes = await gpuNodes();
+    const nodes = await e2e.gpuNodes();
     expect(nodes.find((n) => n.id === 'e2e-node-a')).toMatchObject({ status: 'OFFLINE' });
     expect(nodes.find((n) => n.id === 'e2e-node-b')).toMatchObject({ status: 'ONLINE' });
 
     // Where attempt 2 started is not in the API; the node's event stream says it: on node B,
     // from the last checkpoint attempt 1 uploaded, not from scratch.
-    const events = await streamEvents(api.app.config.redisUrl, api.app.config.redisPrefix, sessionUuid(session.id));
+    const events = await streamEvents(e2e.api.app.config.redisUrl, e2e.api.app.config.redisPrefix, sessionUuid(session.id));
     const lastCheckpoint = events
       .filter((e) => e.attempt === 1 && e.event.type === 'checkpoint' && e.event.kind !== 'best' && e.upload)
       .at(-1)!;

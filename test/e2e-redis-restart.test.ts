@@ -2,87 +2,63 @@
 // consumer group, the queue and every subscription are gone) and no epoch is lost. The API and
 // the gpu-node use a redis-server of this file's own; the session completes with every epoch
 // 1..N stored once, and a subscriber that resubscribes with sinceEpoch gets all it had not seen.
-import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestApi, type TestApi } from './helpers/api.js';
+import { describe, expect, it } from 'vitest';
 import {
-  Cleanup,
   EPOCHS_SUBSCRIPTION,
   getSession,
-  makeDatasetArchive,
-  PrivateRedis,
+  range,
   SESSION_SUBSCRIPTION,
-  setupOrg,
-  startInProcessNode,
   storedEpochs,
-  tempDir,
   tinyTraining,
   trainModel,
   waitFor,
   waitForStatus,
-  WsClient,
-  type E2eOrg,
+  type Epoch,
 } from './helpers/e2e.js';
+import { useE2eFixture } from './helpers/e2e-fixture.js';
 
-type Epoch = { epoch: number; metrics: Record<string, unknown> };
-const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
-
-const cleanup = new Cleanup();
-let redis: PrivateRedis;
-let api: TestApi;
-let org: E2eOrg;
-let root: string;
-
-beforeAll(async () => {
-  redis = await PrivateRedis.create();
-  await redis.start();
-  cleanup.add('redis-server', () => redis.kill());
-  api = await startTestApi({ workers: true, env: { REDIS_URL: redis.url, CVTRAIN_NODE_HEARTBEAT_MS: '1000' } });
-  cleanup.add('api', () => api.close());
-  root = tempDir(cleanup, 'redis-restart');
-  org = await setupOrg(api, makeDatasetArchive(root, { images: 24, size: 32 }));
-  const node = await startInProcessNode(api, { nodeId: 'e2e-redis-node', dataDir: path.join(root, 'node') });
-  cleanup.add('gpu-node', () => node.stop());
-}, 90_000);
-
-afterAll(async () => {
-  await cleanup.run();
-}, 90_000);
+const e2e = useE2eFixture({
+  name: 'redis-restart',
+  privateRedis: true,
+  node: { id: 'e2e-redis-node' },
+  startNode: true,
+  setupTimeoutMs: 90_000,
+  teardownTimeoutMs: 90_000,
+});
 
 describe('e2e: Redis restart mid-training', () => {
   it('loses no epoch: all stored once, and a subscriber resubscribing with sinceEpoch gets the rest', async () => {
-    expect(api.app.config.redisUrl).toBe(redis.url);
+    expect(e2e.api.app.config.redisUrl).toBe(e2e.redis.url);
     const epochs = 16;
-    const session = await trainModel(api, org, tinyTraining({ epochs }));
-    const ws = new WsClient(api, org.token);
-    cleanup.add('ws', () => ws.dispose());
+    const session = await trainModel(e2e.api, e2e.org, tinyTraining({ epochs }));
+    const ws = e2e.client(e2e.org.token);
     const first = ws.subscribe<Epoch>(EPOCHS_SUBSCRIPTION, { s: session.id }, 'trainingEpochs');
     const updates = ws.subscribe<{ status: string }>(SESSION_SUBSCRIPTION, { s: session.id }, 'trainingSessionUpdated');
     await first.waitForItems(2, 60_000, 'two live epochs before the restart');
 
-    await redis.kill();
+    await e2e.redis.kill();
     const downAt = Date.now();
     // A transaction the ingester had under way may still commit; after that nothing can arrive.
     await new Promise((r) => setTimeout(r, 300));
-    const storedAtKill = (await storedEpochs(api, org.token, session.id)).length;
+    const storedAtKill = (await storedEpochs(e2e.api, e2e.org.token, session.id)).length;
     // Down long enough for the trainer to finish an epoch or more, which the node must hold.
     await new Promise((r) => setTimeout(r, 2000));
     // Nothing was ingested while Redis was down: the outage was real to the API.
-    expect((await storedEpochs(api, org.token, session.id)).length).toBe(storedAtKill);
-    await redis.start();
+    expect((await storedEpochs(e2e.api, e2e.org.token, session.id)).length).toBe(storedAtKill);
+    await e2e.redis.start();
     const upAt = Date.now();
 
     // Epochs written during the outage and after it are stored; the session carries on.
-    await waitFor(async () => (await storedEpochs(api, org.token, session.id)).length >= storedAtKill + 2, 60_000, 'epochs after the restart');
-    const mid = await getSession(api, org.token, session.id);
+    await waitFor(async () => (await storedEpochs(e2e.api, e2e.org.token, session.id)).length >= storedAtKill + 2, 60_000, 'epochs after the restart');
+    const mid = await getSession(e2e.api, e2e.org.token, session.id);
     // The live subscriber may have missed what was published while its Redis connection was
     // down; it resubscribes from the last epoch it saw, while the session still runs.
     const lastSeen = first.items.at(-1)!.epoch;
     const second = ws.subscribe<Epoch>(EPOCHS_SUBSCRIPTION, { s: session.id, since: lastSeen }, 'trainingEpochs');
 
-    const done = await waitForStatus(api, org.token, session.id, ['COMPLETED'], 120_000);
+    const done = await waitForStatus(e2e.api, e2e.org.token, session.id, ['COMPLETED'], 120_000);
     await second.waitForEnd(15_000, 'the resubscribed trainingEpochs to complete');
-    const stored = await storedEpochs(api, org.token, session.id);
+    const stored = await storedEpochs(e2e.api, e2e.org.token, session.id);
     console.log(
       `Redis down ${((upAt - downAt) / 1000).toFixed(1)} s at epoch ${storedAtKill}; resubscribed after epoch ${lastSeen} ` +
         `(${mid.epochs.edges.length} stored then, session ${mid.status}); first subscriber got ${first.items.length} of ${epochs} epochs ` +

@@ -12,48 +12,29 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestApi, type TestApi } from './helpers/api.js';
+import { describe, expect, it } from 'vitest';
 import {
   apiBaseUrl,
-  Cleanup,
   getSession,
-  makeDatasetArchive,
   PYTHON,
   query,
   sessionUuid,
-  setupOrg,
-  startInProcessNode,
   streamEvents,
-  tempDir,
   tinyTraining,
   trainModel,
   TRAINERS,
   waitFor,
   waitForStatus,
-  type E2eOrg,
 } from './helpers/e2e.js';
+import { useE2eFixture } from './helpers/e2e-fixture.js';
 
-const cleanup = new Cleanup();
-let api: TestApi;
-let org: E2eOrg;
-let root: string;
-
-beforeAll(async () => {
-  api = await startTestApi({ workers: true, env: { CVTRAIN_NODE_HEARTBEAT_MS: '1000', CVTRAIN_NODE_OFFLINE_MS: '2000' } });
-  cleanup.add('api', () => api.close());
-  root = tempDir(cleanup, 'resume');
-  org = await setupOrg(api, makeDatasetArchive(root, { images: 24, size: 32 }));
-}, 60_000);
-
-afterAll(async () => {
-  await cleanup.run();
-}, 60_000);
+// The node that resumes the session (started in the test, once the dead one is found silent).
+const e2e = useE2eFixture({ name: 'resume', env: { CVTRAIN_NODE_OFFLINE_MS: '2000' }, node: { id: 'e2e-rescuer', dir: 'rescuer' } });
 
 async function nodeApi(route: string, body: unknown): Promise<any> {
-  const res = await fetch(`${apiBaseUrl(api)}/node/v1/${route}`, {
+  const res = await fetch(`${apiBaseUrl(e2e.api)}/node/v1/${route}`, {
     method: 'POST',
-    headers: { authorization: `Bearer ${api.app.config.nodeToken}`, 'content-type': 'application/json' },
+    headers: { authorization: `Bearer ${e2e.api.app.config.nodeToken}`, 'content-type': 'application/json' },
     body: JSON.stringify(body),
   });
   const json = await res.json();
@@ -71,30 +52,30 @@ async function uploadCheckpoint(sessionId: string, nodeId: string, bytes: Buffer
     sizeBytes: bytes.length,
     sha256,
   });
-  const put = await fetch(new URL(grant.url, apiBaseUrl(api)), { method: 'PUT', headers: { ...grant.headers, 'content-length': String(bytes.length) }, body: new Uint8Array(bytes) });
+  const put = await fetch(new URL(grant.url, apiBaseUrl(e2e.api)), { method: 'PUT', headers: { ...grant.headers, 'content-length': String(bytes.length) }, body: new Uint8Array(bytes) });
   if (!put.ok) throw new Error(`PUT ${put.status} ${await put.text()}`);
   return { key: grant.key, sha256, sizeBytes: bytes.length };
 }
 
 describe('e2e: resume after a node died between uploading a checkpoint and reporting it', () => {
   it('resumes from the checkpoint the API recorded, not from bytes that arrived after it', async () => {
-    const session = await trainModel(api, org, tinyTraining({ epochs: 2 }));
+    const session = await trainModel(e2e.api, e2e.org, tinyTraining({ epochs: 2 }));
     const id = sessionUuid(session.id);
-    const { config } = (await query(api, org.token, 'query($id: ID!) { trainingSession(id: $id) { config } }', { id: session.id })).trainingSession;
+    const { config } = (await query(e2e.api, e2e.org.token, 'query($id: ID!) { trainingSession(id: $id) { config } }', { id: session.id })).trainingSession;
 
     // One epoch of the same run, trained here: a real epoch event and a real resumable checkpoint.
-    const work = path.join(root, 'local-run');
-    const runJson = path.join(root, 'run.json');
+    const work = path.join(e2e.root, 'local-run');
+    const runJson = path.join(e2e.root, 'run.json');
     writeFileSync(
       runJson,
       // As the API hands it to nodes: unset (null) settings left out.
-      JSON.stringify({ ...Object.fromEntries(Object.entries(config).filter(([, v]) => v !== null)), epochs: 1, dataset: { path: path.join(root, 'dataset'), format: 'image_folder' }, output_dir: work, session_id: id, device: 'cpu' }),
+      JSON.stringify({ ...Object.fromEntries(Object.entries(config).filter(([, v]) => v !== null)), epochs: 1, dataset: { path: path.join(e2e.root, 'dataset'), format: 'image_folder' }, output_dir: work, session_id: id, device: 'cpu' }),
     );
-    execFileSync(PYTHON, ['-m', 'cvtrain', 'train', '--config', runJson, '--events', path.join(root, 'events.jsonl')], {
+    execFileSync(PYTHON, ['-m', 'cvtrain', 'train', '--config', runJson, '--events', path.join(e2e.root, 'events.jsonl')], {
       env: { ...process.env, PYTHONPATH: TRAINERS },
       stdio: 'pipe',
     });
-    const events = readFileSync(path.join(root, 'events.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const events = readFileSync(path.join(e2e.root, 'events.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     const epochEvent = events.find((e) => e.type === 'epoch' && e.epoch === 1);
     const checkpointEvent = events.find((e) => e.type === 'checkpoint' && e.kind === 'last' && e.epoch === 1);
     const v1 = readFileSync(checkpointEvent.path);
@@ -105,26 +86,25 @@ describe('e2e: resume after a node died between uploading a checkpoint and repor
     await nodeApi('register', { nodeId, host: 'doomed', version: '0', slots: 1, gpus: [] });
     await nodeApi(`sessions/${id}/claim`, { nodeId, attempt: 1, jobId: `${id}:1` });
     const upload1 = await uploadCheckpoint(id, nodeId, v1);
-    const redis = new Redis(api.app.config.redisUrl);
-    cleanup.add('redis client', () => redis.disconnect());
+    const redis = new Redis(e2e.api.app.config.redisUrl);
+    e2e.cleanup.add('redis client', () => redis.disconnect());
     const envelope = (seq: number, event: unknown, upload?: unknown) =>
       JSON.stringify({ v: 1, nodeId, sessionId: id, attempt: 1, seq, source: 'trainer', event, ...(upload ? { upload } : {}) });
-    await redis.xadd(`${api.app.config.redisPrefix}events`, '*', 'data', envelope(1, epochEvent));
-    await redis.xadd(`${api.app.config.redisPrefix}events`, '*', 'data', envelope(2, checkpointEvent, upload1));
-    await waitFor(async () => (await getSession(api, org.token, session.id)).epochs.edges.length === 1, 15_000, 'epoch 1 stored');
+    await redis.xadd(`${e2e.api.app.config.redisPrefix}events`, '*', 'data', envelope(1, epochEvent));
+    await redis.xadd(`${e2e.api.app.config.redisPrefix}events`, '*', 'data', envelope(2, checkpointEvent, upload1));
+    await waitFor(async () => (await getSession(e2e.api, e2e.org.token, session.id)).epochs.edges.length === 1, 15_000, 'epoch 1 stored');
 
     // ...uploads the next checkpoint (here: other bytes under the same file name) and dies before
     // the event that would report it reaches the stream. It never heartbeats again.
     await uploadCheckpoint(id, nodeId, randomBytes(4096));
 
     // A real node takes over once the dead one is found silent.
-    const node = await startInProcessNode(api, { nodeId: 'e2e-rescuer', dataDir: path.join(root, 'rescuer') });
-    cleanup.add('gpu-node', () => node.stop());
-    const done = await waitForStatus(api, org.token, session.id, ['COMPLETED'], 90_000);
+    await e2e.ensureNode();
+    const done = await waitForStatus(e2e.api, e2e.org.token, session.id, ['COMPLETED'], 90_000);
     expect(done.attempt).toBe(2);
     expect(done.epochs.edges.map((e) => e.node.epoch)).toEqual([1, 2]);
     expect(done.epochs.edges[0].node.metrics.train_loss).toBe(epochEvent.train_loss);
-    const stream = await streamEvents(api.app.config.redisUrl, api.app.config.redisPrefix, id);
+    const stream = await streamEvents(e2e.api.app.config.redisUrl, e2e.api.app.config.redisPrefix, id);
     const started = stream.find((e) => e.attempt === 2 && e.event.type === 'started')!;
     expect(started).toMatchObject({ nodeId: 'e2e-rescuer', event: { start_epoch: 1, resumed_from: expect.any(String) } });
   }, 120_000);

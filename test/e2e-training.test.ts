@@ -4,73 +4,36 @@
 // a subscriber whose socket drops comes back with sinceEpoch and misses nothing; another
 // organization (or nobody) cannot subscribe; the node API refuses a wrong join token.
 import { createHash } from 'node:crypto';
-import path from 'node:path';
 import { decodeGlobalID } from '@pothos/plugin-relay';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { GpuNode } from '../gpu-node/node.js';
+import { describe, expect, it } from 'vitest';
 import { sessionStorage } from '../src/modules/nodes/session-storage.js';
-import { startTestApi, type TestApi } from './helpers/api.js';
 import {
   apiBaseUrl,
-  Cleanup,
   EPOCHS_SUBSCRIPTION,
   getSession,
   GiveUp,
   makeDatasetArchive,
   query,
+  range,
   SESSION_SUBSCRIPTION,
   sessionUuid,
   setupOrg,
-  startInProcessNode,
   storedEpochs,
   tempDir,
   tinyTraining,
   trainModel,
   waitFor,
   waitForStatus,
-  WsClient,
-  type E2eOrg,
+  type Epoch,
 } from './helpers/e2e.js';
+import { useE2eFixture } from './helpers/e2e-fixture.js';
 
-type Epoch = { epoch: number; metrics: Record<string, unknown> };
-const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
-
-const cleanup = new Cleanup();
-let api: TestApi;
-let org: E2eOrg;
-let root: string;
-let node: GpuNode | null = null;
-
-beforeAll(async () => {
-  api = await startTestApi({ workers: true, env: { CVTRAIN_NODE_HEARTBEAT_MS: '1000' } });
-  cleanup.add('api', () => api.close());
-  root = tempDir(cleanup, 'training');
-  org = await setupOrg(api, makeDatasetArchive(root, { images: 24, size: 32 }));
-}, 60_000);
-
-afterAll(async () => {
-  await cleanup.run();
-}, 60_000);
-
-async function ensureNode(): Promise<GpuNode> {
-  if (!node) {
-    const started = await startInProcessNode(api, { nodeId: 'e2e-training-node', dataDir: path.join(root, 'node') });
-    node = started;
-    // Before the API closes: the node gives nothing back at the end (no session is running then).
-    cleanup.add('gpu-node', () => started.stop());
-  }
-  return node;
-}
-
-function client(token: string | null): WsClient {
-  const c = new WsClient(api, token);
-  cleanup.add('ws client', () => c.dispose());
-  return c;
-}
+// Heartbeats every 1000 ms (the fixture's default): the register test expects that interval.
+const e2e = useE2eFixture({ name: 'training', node: { id: 'e2e-training-node' } });
 
 describe.sequential('e2e: training over the public API', () => {
   it('the node API refuses a wrong or missing join token with 401', async () => {
-    const url = `${apiBaseUrl(api)}/node/v1/register`;
+    const url = `${apiBaseUrl(e2e.api)}/node/v1/register`;
     const body = JSON.stringify({ nodeId: 'intruder', host: 'h', version: '0', slots: 1, gpus: [] });
     const wrong = await fetch(url, { method: 'POST', headers: { authorization: 'Bearer not-the-token', 'content-type': 'application/json' }, body });
     expect(wrong.status).toBe(401);
@@ -78,7 +41,7 @@ describe.sequential('e2e: training over the public API', () => {
     const missing = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
     expect(missing.status).toBe(401);
     // The same token with one character changed: still refused (not a prefix or length check).
-    const token = api.app.config.nodeToken;
+    const token = e2e.api.app.config.nodeToken;
     const flipped = token.slice(0, -1) + (token.endsWith('A') ? 'B' : 'A');
     const near = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${flipped}`, 'content-type': 'application/json' }, body });
     expect(near.status).toBe(401);
@@ -91,15 +54,15 @@ describe.sequential('e2e: training over the public API', () => {
   it('trains to COMPLETED: every epoch arrives over graphql-ws once, in order, equal to what is stored; artifacts download intact', async () => {
     const epochs = 4;
     // Queued while no node runs, so the session subscription sees QUEUED before RUNNING.
-    const session = await trainModel(api, org, tinyTraining({ epochs, exportFormats: ['ONNX'] }));
+    const session = await trainModel(e2e.api, e2e.org, tinyTraining({ epochs, exportFormats: ['ONNX'] }));
     expect(session.status).toBe('QUEUED');
-    const ws = client(org.token);
+    const ws = e2e.client(e2e.org.token);
     const updates = ws.subscribe<{ status: string }>(SESSION_SUBSCRIPTION, { s: session.id }, 'trainingSessionUpdated');
     const live = ws.subscribe<Epoch>(EPOCHS_SUBSCRIPTION, { s: session.id }, 'trainingEpochs');
     await updates.waitForItems(1, 10_000, 'the first session update');
-    await ensureNode();
+    await e2e.ensureNode();
 
-    await waitForStatus(api, org.token, session.id, ['COMPLETED'], 90_000);
+    await waitForStatus(e2e.api, e2e.org.token, session.id, ['COMPLETED'], 90_000);
     await live.waitForEnd(10_000, 'trainingEpochs to complete after COMPLETED');
     await updates.waitForEnd(10_000, 'trainingSessionUpdated to complete after COMPLETED');
     expect(live.errors).toBeNull();
@@ -107,7 +70,7 @@ describe.sequential('e2e: training over the public API', () => {
 
     // Every epoch once, in order, and exactly the stored rows.
     expect(live.items.map((e) => e.epoch)).toEqual(range(1, epochs));
-    const stored = await storedEpochs(api, org.token, session.id);
+    const stored = await storedEpochs(e2e.api, e2e.org.token, session.id);
     expect(stored.map((e) => e.epoch)).toEqual(range(1, epochs));
     expect(live.items).toEqual(stored);
     expect(stored[0].metrics).toMatchObject({ train_loss: expect.any(Number), lr: expect.any(Number), seconds: expect.any(Number) });
@@ -117,9 +80,9 @@ describe.sequential('e2e: training over the public API', () => {
     const statuses = updates.items.map((u) => u.status).filter((s, i, all) => i === 0 || all[i - 1] !== s);
     expect(statuses).toEqual(['QUEUED', 'RUNNING', 'COMPLETED']);
 
-    const done = await getSession(api, org.token, session.id);
+    const done = await getSession(e2e.api, e2e.org.token, session.id);
     expect(done).toMatchObject({ status: 'COMPLETED', error: null, progress: { epoch: epochs, totalEpochs: epochs, fraction: 1 } });
-    const model = await query(api, org.token, `query($id: ID!) { node(id: $id) { ... on Model { versions { version metrics } } } }`, { id: org.modelId });
+    const model = await query(e2e.api, e2e.org.token, `query($id: ID!) { node(id: $id) { ... on Model { versions { version metrics } } } }`, { id: e2e.org.modelId });
     expect(model.node.versions).toHaveLength(1);
     expect(model.node.versions[0]).toMatchObject({ version: 1, metrics: expect.any(Object) });
 
@@ -131,8 +94,8 @@ describe.sequential('e2e: training over the public API', () => {
     const checkpoints = done.artifacts.filter((a) => a.kind === 'CHECKPOINT' && a.name.startsWith('attempt-1/'));
     expect(checkpoints.filter((a) => /^attempt-1\/last\.[0-9a-f]{16}\.pt$/.test(a.name))).toHaveLength(1);
     expect(checkpoints.filter((a) => /^attempt-1\/best\.[0-9a-f]{16}\.pt$/.test(a.name))).toHaveLength(1);
-    const orgId = decodeGlobalID((await query(api, org.token, '{ viewer { organization { id } } }')).viewer.organization.id).id;
-    const storage = await sessionStorage(api.app, { organizationId: orgId });
+    const orgId = decodeGlobalID((await query(e2e.api, e2e.org.token, '{ viewer { organization { id } } }')).viewer.organization.id).id;
+    const storage = await sessionStorage(e2e.api.app, { organizationId: orgId });
     const inStorage: string[] = [];
     for await (const entry of storage.list(`orgs/${orgId}/sessions/${sessionUuid(session.id)}/checkpoints/`)) inStorage.push(entry.key);
     expect(inStorage.map((k) => k.split('/').slice(-2).join('/')).sort()).toEqual(checkpoints.map((a) => a.name).sort());
@@ -146,13 +109,13 @@ describe.sequential('e2e: training over the public API', () => {
   }, 120_000);
 
   it('sinceEpoch: stored epochs after k then live ones, no gap and no duplicate; without it, all', async () => {
-    await ensureNode();
+    await e2e.ensureNode();
     const epochs = 8;
-    const session = await trainModel(api, org, tinyTraining({ epochs }));
+    const session = await trainModel(e2e.api, e2e.org, tinyTraining({ epochs }));
     // Subscribe mid-training: some epochs are stored (replay), more are still to come (live).
     const atSubscribe = await waitFor(
       async () => {
-        const s = await getSession(api, org.token, session.id);
+        const s = await getSession(e2e.api, e2e.org.token, session.id);
         if (s.status !== 'RUNNING' && s.status !== 'QUEUED') throw new GiveUp(`session ended ${s.status} before 3 epochs`);
         return s.epochs.edges.length >= 3 ? s : null;
       },
@@ -160,7 +123,7 @@ describe.sequential('e2e: training over the public API', () => {
       'three stored epochs',
       50,
     );
-    const ws = client(org.token);
+    const ws = e2e.client(e2e.org.token);
     const since2 = ws.subscribe<Epoch>(EPOCHS_SUBSCRIPTION, { s: session.id, since: 2 }, 'trainingEpochs');
     const all = ws.subscribe<Epoch>(EPOCHS_SUBSCRIPTION, { s: session.id }, 'trainingEpochs');
     const zero = ws.subscribe<Epoch>(EPOCHS_SUBSCRIPTION, { s: session.id, since: 0 }, 'trainingEpochs');
@@ -168,12 +131,12 @@ describe.sequential('e2e: training over the public API', () => {
     // Still a live part to receive: the session had not finished when the subscriptions started.
     expect(storedThen).toBeLessThan(epochs);
 
-    await waitForStatus(api, org.token, session.id, ['COMPLETED'], 90_000);
+    await waitForStatus(e2e.api, e2e.org.token, session.id, ['COMPLETED'], 90_000);
     for (const sub of [since2, all, zero]) {
       await sub.waitForEnd(10_000);
       expect(sub.errors).toBeNull();
     }
-    const stored = await storedEpochs(api, org.token, session.id);
+    const stored = await storedEpochs(e2e.api, e2e.org.token, session.id);
     expect(stored.map((e) => e.epoch)).toEqual(range(1, epochs));
     expect(since2.items.map((e) => e.epoch)).toEqual(range(3, epochs));
     expect(since2.items).toEqual(stored.slice(2));
@@ -181,7 +144,7 @@ describe.sequential('e2e: training over the public API', () => {
     expect(zero.items).toEqual(stored);
 
     // After the end: only the replay, then the subscription completes.
-    const after = client(org.token);
+    const after = e2e.client(e2e.org.token);
     const tail = after.subscribe<Epoch>(EPOCHS_SUBSCRIPTION, { s: session.id, since: epochs - 2 }, 'trainingEpochs');
     const nothing = after.subscribe<Epoch>(EPOCHS_SUBSCRIPTION, { s: session.id, since: epochs }, 'trainingEpochs');
     await tail.waitForEnd(10_000);
@@ -196,10 +159,10 @@ describe.sequential('e2e: training over the public API', () => {
   }, 120_000);
 
   it('a subscriber whose socket drops mid-training comes back with sinceEpoch and misses nothing, duplicates nothing', async () => {
-    await ensureNode();
+    await e2e.ensureNode();
     const epochs = 10;
-    const session = await trainModel(api, org, tinyTraining({ epochs }));
-    const first = client(org.token);
+    const session = await trainModel(e2e.api, e2e.org, tinyTraining({ epochs }));
+    const first = e2e.client(e2e.org.token);
     const before = first.subscribe<Epoch>(EPOCHS_SUBSCRIPTION, { s: session.id }, 'trainingEpochs');
     await before.waitForItems(2, 60_000, 'two live epochs');
     first.dropSocket();
@@ -212,7 +175,7 @@ describe.sequential('e2e: training over the public API', () => {
     // Epochs finish while the subscriber is away; it comes back before the session ends.
     const away = await waitFor(
       async () => {
-        const s = await getSession(api, org.token, session.id);
+        const s = await getSession(e2e.api, e2e.org.token, session.id);
         return s.epochs.edges.length >= lastSeen + 2 ? s : null;
       },
       60_000,
@@ -221,27 +184,27 @@ describe.sequential('e2e: training over the public API', () => {
     );
     expect(away.status).toBe('RUNNING');
     expect(away.epochs.edges.length).toBeLessThan(epochs);
-    const second = client(org.token);
+    const second = e2e.client(e2e.org.token);
     const after = second.subscribe<Epoch>(EPOCHS_SUBSCRIPTION, { s: session.id, since: lastSeen }, 'trainingEpochs');
 
-    await waitForStatus(api, org.token, session.id, ['COMPLETED'], 90_000);
+    await waitForStatus(e2e.api, e2e.org.token, session.id, ['COMPLETED'], 90_000);
     await after.waitForEnd(10_000);
     expect(after.errors).toBeNull();
-    const stored = await storedEpochs(api, org.token, session.id);
+    const stored = await storedEpochs(e2e.api, e2e.org.token, session.id);
     expect(stored.map((e) => e.epoch)).toEqual(range(1, epochs));
     expect(after.items.map((e) => e.epoch)).toEqual(range(lastSeen + 1, epochs));
     expect([...before.items, ...after.items]).toEqual(stored);
   }, 120_000);
 
   it('another organization and an anonymous websocket cannot subscribe to the session', async () => {
-    await ensureNode();
-    const session = await trainModel(api, org, tinyTraining({ epochs: 4 }));
-    const other = await setupOrg(api, makeDatasetArchive(tempDir(cleanup, 'other'), { images: 12, size: 32, seed: 2 }), { orgName: 'Other' });
-    const owner = client(org.token);
+    await e2e.ensureNode();
+    const session = await trainModel(e2e.api, e2e.org, tinyTraining({ epochs: 4 }));
+    const other = await setupOrg(e2e.api, makeDatasetArchive(tempDir(e2e.cleanup, 'other'), { images: 12, size: 32, seed: 2 }), { orgName: 'Other' });
+    const owner = e2e.client(e2e.org.token);
     const ownerEpochs = owner.subscribe<Epoch>(EPOCHS_SUBSCRIPTION, { s: session.id }, 'trainingEpochs');
 
-    const outsider = client(other.token);
-    const anonymous = client(null);
+    const outsider = e2e.client(other.token);
+    const anonymous = e2e.client(null);
     const attempts = [
       outsider.subscribe<Epoch>(EPOCHS_SUBSCRIPTION, { s: session.id }, 'trainingEpochs'),
       outsider.subscribe<Epoch>(EPOCHS_SUBSCRIPTION, { s: session.id, since: 0 }, 'trainingEpochs'),
@@ -250,7 +213,7 @@ describe.sequential('e2e: training over the public API', () => {
       anonymous.subscribe(SESSION_SUBSCRIPTION, { s: session.id }, 'trainingSessionUpdated'),
     ];
     // The session trains meanwhile: the owner sees every epoch, the others nothing.
-    await waitForStatus(api, org.token, session.id, ['COMPLETED'], 90_000);
+    await waitForStatus(e2e.api, e2e.org.token, session.id, ['COMPLETED'], 90_000);
     await ownerEpochs.waitForEnd(10_000);
     expect(ownerEpochs.items.map((e) => e.epoch)).toEqual([1, 2, 3, 4]);
     for (const [i, sub] of attempts.entries()) {

@@ -257,7 +257,13 @@ export async function getSession(api: TestApi, token: string, id: string): Promi
   return data.trainingSession;
 }
 
-export async function storedEpochs(api: TestApi, token: string, id: string): Promise<{ epoch: number; metrics: Record<string, unknown> }[]> {
+/** One stored epoch as the API returns it (trainingEpochs items, epochs edges). */
+export type Epoch = { epoch: number; metrics: Record<string, unknown> };
+
+/** from..to inclusive: the epoch numbers a run of epochs should have. */
+export const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+export async function storedEpochs(api: TestApi, token: string, id: string): Promise<Epoch[]> {
   return (await getSession(api, token, id)).epochs.edges.map((e) => e.node);
 }
 
@@ -289,6 +295,18 @@ export async function cancelSession(api: TestApi, token: string, id: string): Pr
     { id },
   );
   return success(res.cancelTrainingSession, 'trainingSession');
+}
+
+export interface GpuNodeView {
+  id: string;
+  status: string;
+  lastHeartbeatAt: string;
+  runningJobs: number;
+  slots: number;
+}
+
+export async function gpuNodes(api: TestApi, token: string): Promise<GpuNodeView[]> {
+  return (await query(api, token, '{ gpuNodes { id status lastHeartbeatAt runningJobs slots } }')).gpuNodes;
 }
 
 // ---------------------------------------------------------------- graphql-ws
