@@ -131,7 +131,9 @@ async function main() {
   await ensureDatabase(dbUrl);
   const port = await freePort();
   const profileArgs = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
-  const server = spawn(process.execPath, [...profileArgs, '--import', 'tsx', 'src/main.ts'], {
+  // Extra Node flags for the server only (e.g. GC settings), as in bench/platform-bench.ts.
+  const extraArgs = (process.env.BENCH_API_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+  const server = spawn(process.execPath, [...profileArgs, ...extraArgs, '--import', 'tsx', 'src/main.ts'], {
     env: {
       ...process.env,
       NODE_ENV: 'production',
