@@ -178,7 +178,9 @@ async function main() {
   } finally {
     server.kill('SIGTERM');
     await new Promise((r) => server.once('exit', r));
-    await dropDatabase(dbUrl);
+    // BENCH_KEEP_DB=1 keeps the seeded database for EXPLAIN ANALYZE and pgbench.
+    if (process.env.BENCH_KEEP_DB === '1') process.stderr.write(`kept ${dbUrl}\n`);
+    else await dropDatabase(dbUrl);
   }
 }
 
