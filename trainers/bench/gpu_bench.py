@@ -84,6 +84,23 @@ def _median_after_first(values: list[float | None]) -> float | None:
     return round(statistics.median(known), 4) if known else None
 
 
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """'resnet18:num_workers=8,amp="off"' -> ("resnet18", {"num_workers": 8, "amp": "off"})."""
+    model, sep, rest = text.partition(":")
+    if not sep or not model or not rest:
+        raise ValueError(f"--variant {text!r}: expected MODEL:KEY=VALUE[,KEY=VALUE]")
+    overrides: dict[str, Any] = {}
+    for item in rest.split(","):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"--variant {text!r}: {item!r} is not KEY=VALUE")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value  # a bare string
+    return model, overrides
+
+
 def _event_time(event: dict[str, Any]) -> float:
     return datetime.datetime.strptime(event["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp()
 
@@ -298,6 +315,16 @@ def markdown(report: dict[str, Any]) -> str:
             if ratio is not None
             else f"| {r['model']} | {r['image_size']} | {r['batch']} | {t.get('amp')} | {t['images_per_sec']:.1f} | - | - | - | {wait} |"
         )
+    variants = [(r["model"], v) for r in report["results"] for v in r.get("variants", [])]
+    if variants:
+        lines += ["", "| model | variant (run.json overrides) | trainer img/s | trainer / plain | time waiting for data |", "|---|---|---|---|---|"]
+        for model, v in variants:
+            t = v["trainer"]
+            if t.get("exit_code"):
+                lines.append(f"| {model} | `{json.dumps(v['overrides'])}` | failed: {str(t.get('error'))[:80]} | - | - |")
+            else:
+                wait = "-" if t.get("data_wait_fraction") is None else f"{100 * t['data_wait_fraction']:.1f}%"
+                lines.append(f"| {model} | `{json.dumps(v['overrides'])}` | {t['images_per_sec']:.1f} | {t['ratio']:.2f} | {wait} |")
     resumes = [(r["model"], r["resume"]) for r in report["results"] if r.get("resume")]
     if resumes:
         lines += ["", "| model | resume: batches redone | start-up fresh / resumed s | one epoch's training s | resume cost in epochs |", "|---|---|---|---|---|"]
@@ -329,7 +356,18 @@ def main() -> int:
     ap.add_argument("--out", help="write the JSON report here")
     ap.add_argument("--markdown", help="write the markdown table here")
     ap.add_argument("--skip-rtdetr", action="store_true", help="skip the transformers RT-DETR check")
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="MODEL:KEY=VALUE[,KEY=VALUE]",
+        help="one more trainer run of MODEL with these run.json overrides (VALUE is JSON), compared with the same plain loop; e.g. resnet18:num_workers=8",
+    )
     args = ap.parse_args()
+    try:
+        variants = [parse_variant(v) for v in args.variant]
+    except ValueError as exc:
+        ap.error(str(exc))
 
     smoke = args.smoke
     if not smoke and not torch.cuda.is_available():
@@ -372,6 +410,16 @@ def main() -> int:
             entry["plain"] = plain
             entry["ratio"] = trainer["images_per_sec"] / plain["images_per_sec"]
             entry["pass"] = entry["ratio"] >= TARGET_RATIO
+            for model, overrides in variants:
+                if model != case["name"]:
+                    continue
+                tag = "_" + "_".join(f"{k}-{v}" for k, v in overrides.items())
+                log(f"[{case['name']}] variant {overrides} ...")
+                run = run_trainer(case, data, work, "cpu" if smoke else "cuda", workers, smoke, overrides=overrides, tag=tag)
+                if run["exit_code"] == 0:
+                    run["ratio"] = run["images_per_sec"] / plain["images_per_sec"]
+                entry.setdefault("variants", []).append({"overrides": overrides, "trainer": run})
+                log(f"[{case['name']}] variant {overrides}: {run.get('images_per_sec')} img/s, ratio {run.get('ratio')}")
             if case.get("resume"):
                 log(f"[{case['name']}] resume from the last checkpoint for one more epoch ...")
                 entry["resume"] = resume_check(case, data, work, "cpu" if smoke else "cuda", workers, smoke, trainer)

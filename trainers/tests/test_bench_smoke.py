@@ -4,13 +4,15 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import _TRAINERS
 
 
 def test_gpu_bench_smoke(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, f"{_TRAINERS}/bench/gpu_bench.py", "--smoke", "--models", "resnet18", "--out", out, "--workdir", tmp_path / "w"],
+        [sys.executable, f"{_TRAINERS}/bench/gpu_bench.py", "--smoke", "--models", "resnet18", "--variant", "resnet18:num_workers=0", "--out", out, "--workdir", tmp_path / "w"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -27,3 +29,20 @@ def test_gpu_bench_smoke(tmp_path):
     assert resume["start_position"] == [2, 0] and resume["redone_batches"] == 0, resume
     assert resume["resumed_startup_s"] > 0 and resume["epoch_train_s"] > 0
     assert "| resnet18 | 32 | 4 | off |" in proc.stdout
+    (variant,) = result["variants"]
+    assert variant["overrides"] == {"num_workers": 0}
+    assert variant["trainer"]["exit_code"] == 0 and variant["trainer"]["num_workers"] == 0
+    assert variant["trainer"]["ratio"] == variant["trainer"]["images_per_sec"] / result["plain"]["images_per_sec"]
+
+
+def test_gpu_bench_variant_syntax():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_bench", f"{_TRAINERS}/bench/gpu_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.parse_variant('resnet18:num_workers=8,amp="off",compile=true') == ("resnet18", {"num_workers": 8, "amp": "off", "compile": True})
+    assert bench.parse_variant("fcos_resnet50_fpn:device=cuda:1") == ("fcos_resnet50_fpn", {"device": "cuda:1"})
+    for bad in ("resnet18", "resnet18:", ":num_workers=8", "resnet18:num_workers"):
+        with pytest.raises(ValueError, match="--variant"):
+            bench.parse_variant(bad)
