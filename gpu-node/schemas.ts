@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import type { ErrorObject, ValidateFunction } from 'ajv';
+import type { Envelope as EnvelopeOf, UploadRef } from '../src/events/envelope.js';
 import { REPO_ROOT } from './config.js';
 
 // ajv and ajv-formats are CommonJS with `exports.default`; createRequire sidesteps the
@@ -161,19 +162,5 @@ export type NodeEvent =
   | { type: 'timed_out'; ts: string; afterSeconds: number; stderrTail: string }
   | { type: 'given_back'; ts: string; reason: string; checkpointKey: string | null };
 
-export interface UploadRef {
-  key: string;
-  sha256: string;
-  sizeBytes: number;
-}
-
-export interface Envelope {
-  v: 1;
-  nodeId: string;
-  sessionId: string;
-  attempt: number;
-  seq: number;
-  source: 'trainer' | 'node';
-  event: TrainerEvent | NodeEvent;
-  upload?: UploadRef;
-}
+export type { UploadRef };
+export type Envelope = EnvelopeOf<TrainerEvent | NodeEvent>;

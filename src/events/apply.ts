@@ -8,17 +8,9 @@ import { transition } from '../modules/training/lifecycle.js';
 import { SESSION_COLUMNS, sessionFromRow, type SessionRow, type TrainingSessionRecord } from '../modules/training/records.js';
 import type { EpochMetricRecord } from '../modules/training/service.js';
 import type { Orchestrator } from '../orchestrator/orchestrator.js';
+import type { Envelope } from './envelope.js';
 
-export interface Envelope {
-  v: 1;
-  nodeId: string;
-  sessionId: string;
-  attempt: number;
-  seq: number;
-  source: 'trainer' | 'node';
-  event: { type: string; ts: string; [key: string]: unknown };
-  upload?: { key: string; sha256: string; sizeBytes: number };
-}
+export type { Envelope } from './envelope.js';
 
 export interface Effects {
   /** The session after this event, when it changed in a way subscribers should see. */
