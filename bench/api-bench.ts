@@ -5,11 +5,11 @@
 // reaches >= 50% of the trivial query's requests/s with p99 < 100 ms.
 import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import net from 'node:net';
 import os from 'node:os';
 import autocannon from 'autocannon';
 import pg from 'pg';
 import { dropDatabase, ensureDatabase } from '../src/db/orm.js';
+import { freePort, gql } from './lib.js';
 
 const PG_BASE = process.env.CVTRAIN_BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432';
 const DURATION = Number(process.env.BENCH_DURATION_S ?? 15);
@@ -21,26 +21,6 @@ const PAGE_QUERY = `query Page { trainingSessions(first: 50) { edges { node {
   datasetVersion { id version format }
   latestEpoch { epoch metrics }
 } } } }`;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const srv = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-async function gql(url: string, query: string, variables: object = {}, token?: string) {
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    body: JSON.stringify({ query, variables }),
-  });
-  const body = (await res.json()) as { data: any; errors?: unknown };
-  if (body.errors) throw new Error(JSON.stringify(body.errors));
-  return body.data;
-}
 
 async function seed(url: string, dbUrl: string) {
   const email = `bench-${randomBytes(4).toString('hex')}@example.com`;

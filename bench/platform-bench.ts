@@ -12,7 +12,6 @@
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import net from 'node:net';
 import os, { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,6 +20,7 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import WebSocket from 'ws';
 import { dropDatabase, ensureDatabase } from '../src/db/orm.js';
+import { freePort, gql } from './lib.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const PG_BASE = process.env.CVTRAIN_BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432';
@@ -34,15 +34,6 @@ const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] : NaN;
 };
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const srv = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 function rssMiB(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -61,17 +52,6 @@ interface Platform {
   modelId: string;
   versionId: string;
   profileId: string;
-}
-
-async function gql(p: Pick<Platform, 'url'>, query: string, variables: object = {}, token?: string) {
-  const res = await fetch(p.url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    body: JSON.stringify({ query, variables }),
-  });
-  const body = (await res.json()) as { data: any; errors?: unknown };
-  if (body.errors) throw new Error(JSON.stringify(body.errors));
-  return body.data;
 }
 
 async function startPlatform(): Promise<Platform> {
@@ -106,7 +86,7 @@ async function startPlatform(): Promise<Platform> {
   }
   const p = { url: `${base}/graphql`, wsUrl: `ws://127.0.0.1:${port}/graphql` };
   const su = await gql(
-    p,
+    p.url,
     `mutation($i: SignUpInput!) { signUp(input: $i) { ... on SignUpSuccess { authPayload { token } } } }`,
     { i: { email: `bench-${randomBytes(3).toString('hex')}@example.com`, password: 'benchmark password', organizationName: 'Bench' } },
   );
@@ -117,19 +97,19 @@ async function startPlatform(): Promise<Platform> {
     env: { ...process.env, PYTHONPATH: path.join(repoRoot, 'trainers') },
   });
   execFileSync('tar', ['-czf', `${work}/d.tar.gz`, '-C', `${work}/d`, '.']);
-  const ds = await gql(p, `mutation { createDataset(input: {name: "d", task: CLASSIFICATION}) { ... on CreateDatasetSuccess { dataset { id } } } }`, {}, token);
+  const ds = await gql(p.url, `mutation { createDataset(input: {name: "d", task: CLASSIFICATION}) { ... on CreateDatasetSuccess { dataset { id } } } }`, {}, token);
   const cv = await gql(
-    p,
+    p.url,
     `mutation($i: CreateDatasetVersionInput!) { createDatasetVersion(input: $i) { ... on CreateDatasetVersionSuccess { datasetVersionUpload { version { id } uploadUrl uploadHeaders } } } }`,
     { i: { datasetId: ds.createDataset.dataset.id, format: 'IMAGE_FOLDER', filename: 'd.tar.gz' } },
     token,
   );
   const up = cv.createDatasetVersion.datasetVersionUpload;
   await fetch(up.uploadUrl, { method: 'PUT', headers: { ...up.uploadHeaders, 'content-length': String(statSync(`${work}/d.tar.gz`).size) }, body: readFileSync(`${work}/d.tar.gz`) });
-  await gql(p, `mutation($id: ID!) { finalizeDatasetVersion(id: $id) { __typename } }`, { id: up.version.id }, token);
+  await gql(p.url, `mutation($id: ID!) { finalizeDatasetVersion(id: $id) { __typename } }`, { id: up.version.id }, token);
   rmSync(work, { recursive: true, force: true });
-  const m = await gql(p, `mutation { createModel(input: {name: "m", task: CLASSIFICATION, framework: TORCHVISION, architecture: "resnet18"}) { ... on CreateModelSuccess { model { id } } } }`, {}, token);
-  const pr = await gql(p, `mutation { createComputeProfile(input: {name: "gpus", provider: PLATFORM, strategy: QUEUE, isDefault: true}) { ... on CreateComputeProfileSuccess { computeProfile { id } } } }`, {}, token);
+  const m = await gql(p.url, `mutation { createModel(input: {name: "m", task: CLASSIFICATION, framework: TORCHVISION, architecture: "resnet18"}) { ... on CreateModelSuccess { model { id } } } }`, {}, token);
+  const pr = await gql(p.url, `mutation { createComputeProfile(input: {name: "gpus", provider: PLATFORM, strategy: QUEUE, isDefault: true}) { ... on CreateComputeProfileSuccess { computeProfile { id } } } }`, {}, token);
   const db = new pg.Client({ connectionString: dbUrl });
   await db.connect();
   return { api, ...p, dbUrl, db, prefix, env, token, modelId: m.createModel.model.id, versionId: up.version.id, profileId: pr.createComputeProfile.computeProfile.id };
@@ -137,7 +117,7 @@ async function startPlatform(): Promise<Platform> {
 
 async function trainModel(p: Platform, epochs: number): Promise<string> {
   const r = await gql(
-    p,
+    p.url,
     `mutation($m: ID!, $i: TrainModelInput!) { trainModel(modelId: $m, input: $i) { __typename ... on TrainModelSuccess { trainingSession { id status } } ... on Error { message } } }`,
     { m: p.modelId, i: { datasetVersionId: p.versionId, computeProfileId: p.profileId, config: { epochs, imageSize: 32, batchSize: 4 } } },
     p.token,
@@ -326,7 +306,7 @@ async function recovery(p: Platform) {
     await sleep(50);
   }
   const seconds = (Date.now() - t0) / 1000;
-  await gql(p, `mutation($id: ID!) { cancelTrainingSession(id: $id) { __typename } }`, { id: sessionId }, p.token);
+  await gql(p.url, `mutation($id: ID!) { cancelTrainingSession(id: $id) { __typename } }`, { id: sessionId }, p.token);
   await Promise.all([stopProcess(a), stopProcess(b)]);
   return { seconds, attempt: again?.attempt ?? null, movedTo: again?.node_id ?? null, from: first.node_id };
 }
