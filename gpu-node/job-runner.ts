@@ -77,6 +77,7 @@ export class JobRunner {
   private readonly prepare = new AbortController();
   private trainer: TrainerProcess | null = null;
   private stopReason: 'cancel' | 'shutdown' | 'stale' | null = null;
+  private claimGranted = false;
   private latestCheckpoint: CheckpointRef | null = null;
   private outboxJob: OutboxJob | null = null;
   private workDir: string | null = null;
@@ -97,6 +98,15 @@ export class JobRunner {
     this.attempt = this.payload.attempt;
     this.log = deps.logger.child(`slot${slot.index}`);
     if (this.payload.resume) this.latestCheckpoint = { key: this.payload.resume.checkpointKey, epoch: -1, step: -1 };
+  }
+
+  /**
+   * The API granted this node the attempt. Until then the job is not reported as running: a
+   * heartbeat naming a session the API still has QUEUED is answered "stop" (it reads as a
+   * session queued elsewhere), and stopping it mid-claim left it RUNNING here with no trainer.
+   */
+  get claimed(): boolean {
+    return this.claimGranted;
   }
 
   /** Why the runner was asked to stop, if it was. */
@@ -138,6 +148,7 @@ export class JobRunner {
       this.log.info('claim refused: job ends without running', { session: this.sessionId, attempt: this.attempt, conflict: claim.conflict });
       return { kind: 'refused', conflict: claim.conflict, message: claim.message };
     }
+    this.claimGranted = true;
     this.outboxJob = this.deps.outbox.job(this.sessionId, this.attempt);
     let lease: DatasetLease | null = null;
     try {

@@ -23,7 +23,7 @@ export interface GpuNode {
   readonly outbox: Outbox;
   readonly workers: SlotWorker[];
   readonly heartbeat: Heartbeat;
-  /** Sessions whose trainers run here now. */
+  /** Sessions this node has claimed and is running now (what its heartbeats report). */
   runningSessionIds(): string[];
   /** Stop taking jobs; running ones finish; heartbeats say DRAINING. */
   drain(): void;
@@ -88,6 +88,9 @@ export async function startGpuNode(config: NodeConfig, opts: StartOptions = {}):
   let draining = false;
   const workers = slots.map((slot) => new SlotWorker(slot, deps, log.child(`slot${slot.index}`), () => shuttingDown));
   const running = () => workers.flatMap((w) => (w.current ? [w.current] : []));
+  // What the API is told runs here, and what its "stop" answers apply to: claimed jobs only
+  // (JobRunner.claimed). A job still claiming is settled by the claim's answer.
+  const claimedSessionIds = () => running().flatMap((r) => (r.claimed ? [r.sessionId] : []));
 
   // Live stats for heartbeats; without GPUs (or with test GPUs) there is nothing to poll.
   const gpuStats = async (): Promise<Gpu[]> => {
@@ -112,14 +115,14 @@ export async function startGpuNode(config: NodeConfig, opts: StartOptions = {}):
     slots: slots.length,
     logger: log.child('heartbeat'),
     gpus: gpuStats,
-    runningSessionIds: () => running().map((r) => r.sessionId),
+    runningSessionIds: claimedSessionIds,
     status: () => (draining || shuttingDown ? 'DRAINING' : 'ONLINE'),
     // The beat repeats cancellations (a pub/sub message may have been missed) and names sessions
     // that were queued again elsewhere while this node was presumed lost.
     onAnswer: (answer) => {
       for (const c of answer.cancel) cancel(c.sessionId, c.attempt);
       for (const r of running()) {
-        if (answer.stop.includes(r.sessionId) && r.stopping === null) {
+        if (r.claimed && answer.stop.includes(r.sessionId) && r.stopping === null) {
           log.warn('the API queued this session elsewhere: stopping its trainer without giving it back', { session: r.sessionId, attempt: r.attempt });
           r.stopStale();
         }
@@ -186,7 +189,7 @@ export async function startGpuNode(config: NodeConfig, opts: StartOptions = {}):
     outbox,
     workers,
     heartbeat,
-    runningSessionIds: () => running().map((r) => r.sessionId),
+    runningSessionIds: claimedSessionIds,
     drain,
     stop,
     stopped,

@@ -179,6 +179,37 @@ describe('gpu-node daemon', () => {
     expect((await producer.checkHealth()).failed).toBe(0);
   });
 
+  it('a job is reported as running only once its claim is granted, so a slow claim is not stopped as stale', async () => {
+    // The API answers a heartbeat naming a session it still has QUEUED with "stop" (queued
+    // elsewhere). Reported during the claim, the job was stopped while the claim went through:
+    // the session stayed RUNNING on this node with no trainer.
+    const s = randomUUID();
+    api.addSession(s, 1, datasetSha);
+    api.slowClaims.set(s, 1500);
+    api.stopWhatIsNotRunningHere = true;
+    try {
+      const jobId = await enqueue(payload(s, 1, tinyConfig()));
+      await waitFor(() => node.workers.some((w) => w.current?.sessionId === s), 10_000, 'the job to be received');
+      const before = api.callsTo('/heartbeat').length;
+      await waitFor(() => api.callsTo('/heartbeat').length >= before + 3, 5000, 'heartbeats while the claim is pending');
+      expect(api.callsTo(`/sessions/${s}/claim`)).toEqual([]); // still pending
+      for (const beat of api.callsTo('/heartbeat').slice(before)) expect(beat.body.runningSessionIds).not.toContain(s);
+
+      const envs = await waitFor(async () => {
+        const e = await envelopes(s);
+        return e.some((x) => x.event.type === 'completed') ? e : null;
+      }, 25_000, 'the completed event');
+      expectContiguous(envs);
+      const ended = await waitFor(() => node.workers.flatMap((w) => w.ended).find((e) => e.jobId === jobId), 10_000, 'the job to end');
+      expect(ended.end).toMatchObject({ kind: 'trainer', outcome: { kind: 'completed' } });
+      // Once claimed, it was reported (and not told to stop).
+      expect(api.callsTo('/heartbeat').some((c) => c.body.runningSessionIds.includes(s))).toBe(true);
+    } finally {
+      api.stopWhatIsNotRunningHere = false;
+      api.slowClaims.delete(s);
+    }
+  }, 60_000);
+
   it('an invalid payload fails the bee-queue job and reaches no trainer', async () => {
     const jobId = await enqueue({ v: 1, sessionId: 'not-a-uuid' });
     await waitFor(async () => (await producer.checkHealth()).failed === 1, 10_000, 'the job to fail');

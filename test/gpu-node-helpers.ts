@@ -105,6 +105,13 @@ export class FakeNodeApi {
   /** Heartbeat answers repeat these (PROTOCOL.md §2). */
   readonly pendingCancels: { sessionId: string; attempt: number }[] = [];
   readonly stopSessions = new Set<string>();
+  /**
+   * Heartbeat answers also say "stop" for every reported session that is not RUNNING on that
+   * node, as the real API does (src/modules/nodes/http.ts), not only for stopSessions.
+   */
+  stopWhatIsNotRunningHere = false;
+  /** Milliseconds a claim of these sessions waits before it is granted (a slow API). */
+  readonly slowClaims = new Map<string, number>();
   /** Presigned requests must carry this header, as S3/Azure signed headers must. */
   readonly signedHeader = { 'x-fake-signature': 'ok' };
   private server: import('node:http').Server | null = null;
@@ -175,13 +182,22 @@ export class FakeNodeApi {
     }
     if (url.pathname === '/node/v1/heartbeat') {
       if (!this.nodes.has(body.nodeId)) return record(404, { error: 'unknown_node', message: 'register first' });
-      return record(200, { ok: true, cancel: this.pendingCancels, stop: [...this.stopSessions] });
+      const stop = new Set(this.stopSessions);
+      if (this.stopWhatIsNotRunningHere) {
+        for (const id of body.runningSessionIds as string[]) {
+          const s = this.sessions.get(id);
+          if (s?.status !== 'RUNNING' || s.claimedBy !== body.nodeId) stop.add(id);
+        }
+      }
+      return record(200, { ok: true, cancel: this.pendingCancels, stop: [...stop] });
     }
     const m = /^\/node\/v1\/sessions\/([^/]+)\/(claim|uploads|released)$/.exec(url.pathname);
     const session = m ? this.sessions.get(decodeURIComponent(m[1])) : undefined;
     if (!m) return record(404, { error: 'not_found', message: 'no such route' });
     if (!session || body.attempt !== session.attempt) return record(409, { error: 'stale_attempt', message: 'not the current attempt' });
     if (m[2] === 'claim') {
+      const slow = this.slowClaims.get(session.id);
+      if (slow) await new Promise((r) => setTimeout(r, slow));
       if (session.status !== 'QUEUED') return record(409, { error: 'stale_attempt', message: `session is ${session.status}` });
       session.status = 'RUNNING';
       session.claimedBy = body.nodeId;
