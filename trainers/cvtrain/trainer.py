@@ -121,6 +121,8 @@ class BaseTrainer:
                 self.add_callback(hook, fn)
         self.stop_requested: str | None = None
         self._epoch_data_wait: float | None = None
+        # ((epoch, step), iterator) of batches whose loading started before that epoch did.
+        self._next_batches: tuple[tuple[int, int], Iterator[dict[str, Any]]] | None = None
         self.model: nn.Module | None = None
         self.class_names: list[str] = []
         self.image_size = config.image_size or self.default_image_size(config.architecture)
@@ -416,12 +418,16 @@ class BaseTrainer:
     def train_epoch(self, epoch: int, start_step: int) -> None:
         """Train epoch index `epoch` (0-based) from batch `start_step`."""
         self.model.train()
-        self.train_sampler.set_epoch(epoch, start_step)
         self.step = start_step
         # Time blocked on the DataLoader (worker start-up and refill included) is reported as
         # data_wait_fraction: the share of training time an input-bound run loses to loading.
         t = time.perf_counter()
-        batches = iter(self.train_loader)
+        early, self._next_batches = self._next_batches, None
+        if early is not None and early[0] == (epoch, start_step):
+            batches = early[1]
+        else:
+            self.train_sampler.set_epoch(epoch, start_step)
+            batches = iter(self.train_loader)
         while True:
             try:
                 batch = next(batches)
@@ -444,6 +450,16 @@ class BaseTrainer:
             if self.stop_requested:
                 return
             t = time.perf_counter()
+
+    def _start_next_epoch_loading(self, epoch: int) -> None:
+        """Hands epoch `epoch`'s batch order to the training DataLoader's workers now, so they
+        decode its first batches while this epoch validates and checkpoints instead of the next
+        epoch starting with every worker idle. The order and content of batches depend only on
+        (seed, epoch, index), never on when loading starts, so runs and resumes are unchanged."""
+        if self.num_workers == 0:
+            return  # nothing loads ahead without worker processes
+        self.train_sampler.set_epoch(epoch, 0)
+        self._next_batches = ((epoch, 0), iter(self.train_loader))
 
     def _add_data_wait(self, seconds: float) -> None:
         # None until measured: a subclass with its own train_epoch reports no figure, not 0.
@@ -646,6 +662,7 @@ class BaseTrainer:
             try:
                 self.run_callbacks("on_teardown")
             finally:
+                self._next_batches = None  # holds the training loader's iterator (and its workers)
                 for loader in ("train_loader", "val_loader"):
                     # Ends persistent workers now rather than at interpreter exit.
                     if hasattr(self, loader):
@@ -723,6 +740,8 @@ class BaseTrainer:
             if self.stop_requested:
                 self._stop(epoch, self.step)
             train_seconds = time.monotonic() - t0
+            if epoch + 1 < cfg.epochs:
+                self._start_next_epoch_loading(epoch + 1)
             self.run_callbacks("on_train_epoch_end")
             metrics = self._run_validation()
             if metrics is None:

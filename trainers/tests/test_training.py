@@ -372,3 +372,37 @@ def test_data_wait_fraction_tells_input_bound_from_compute_bound(datasets, tmp_p
         assert low <= epoch["data_wait_fraction"] <= high, epoch
         progress = by_type(events, "progress")
         assert progress and all(low <= p["data_wait_fraction"] <= high for p in progress), progress
+
+
+def test_next_epoch_loads_while_this_one_validates(datasets, tmp_path, monkeypatch, check_events):
+    """With workers, epoch N+1's first batches are decoded during epoch N's validation, so a
+    slow-loading run does not start every epoch waiting. The same run with that switched off
+    shows the wait it removes."""
+    from cvtrain.datasets.loading import ClassificationDataset
+    from cvtrain.trainer import BaseTrainer
+
+    load = ClassificationDataset.__getitem__
+
+    def slow_load(self, index):
+        time.sleep(0.05)  # 200 ms a batch of 4, in the worker process
+        return load(self, index)
+
+    monkeypatch.setattr(ClassificationDataset, "__getitem__", slow_load)
+
+    def run(name):
+        cfg = classifier_config(
+            datasets, tmp_path / name, epochs=2, num_workers=1, max_batches_per_epoch=2, max_val_batches=1, keep_periodic=False
+        )
+        events = EventEmitter(None, keep=True)
+        trainer = resolve_trainer(cfg)(cfg, events)
+        trainer.add_callback("on_val_end", lambda t: time.sleep(1.0))  # a long validation
+        assert trainer.fit().status == "completed"
+        return [e["data_wait_fraction"] for e in by_type(check_events(events.events), "epoch")]
+
+    first, second = run("ahead")
+    assert first > 0.5, first  # epoch 1 waits for the workers to start and decode
+    assert second < 0.2, second  # epoch 2's two batches were ready when it began
+
+    monkeypatch.setattr(BaseTrainer, "_start_next_epoch_loading", lambda self, epoch: None)
+    _, second_without = run("not_ahead")
+    assert second_without > 0.5, second_without
