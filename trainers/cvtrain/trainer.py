@@ -111,6 +111,10 @@ class BaseTrainer:
     task = ""
     #: Key of the flat validation metrics that selects `best` (higher is better).
     main_metric = ""
+    #: One training iterator for the whole run: the DataLoader workers decode the next epoch's
+    #: first batches while this epoch's last ones train and while it validates. Batch order and
+    #: content depend only on (seed, epoch, index), so this changes timing, never results.
+    load_across_epochs = True
 
     def __init__(self, config: TrainingConfig, events: EventEmitter | None = None, callbacks: dict | None = None):
         self.cfg = config
@@ -121,8 +125,9 @@ class BaseTrainer:
                 self.add_callback(hook, fn)
         self.stop_requested: str | None = None
         self._epoch_data_wait: float | None = None
-        # ((epoch, step), iterator) of batches whose loading started before that epoch did.
-        self._next_batches: tuple[tuple[int, int], Iterator[dict[str, Any]]] | None = None
+        # The training batches' iterator and the (epoch, step) its next batch belongs to.
+        self._train_iter: Iterator[dict[str, Any]] | None = None
+        self._train_iter_at: tuple[int, int] | None = None
         self.model: nn.Module | None = None
         self.class_names: list[str] = []
         self.image_size = config.image_size or self.default_image_size(config.architecture)
@@ -422,18 +427,15 @@ class BaseTrainer:
         # Time blocked on the DataLoader (worker start-up and refill included) is reported as
         # data_wait_fraction: the share of training time an input-bound run loses to loading.
         t = time.perf_counter()
-        early, self._next_batches = self._next_batches, None
-        if early is not None and early[0] == (epoch, start_step):
-            batches = early[1]
-        else:
-            self.train_sampler.set_epoch(epoch, start_step)
-            batches = iter(self.train_loader)
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                self._add_data_wait(time.perf_counter() - t)
-                break
+        if self._train_iter is None or self._train_iter_at != (epoch, start_step):
+            # With load_across_epochs one iterator runs through the last epoch (see
+            # EpochBatchSampler); it is made again only at the start of a run or a resume.
+            through = self.cfg.epochs - 1 if self.load_across_epochs else None
+            self.train_sampler.set_epoch(epoch, start_step, through_epoch=through)
+            self._train_iter = iter(self.train_loader)
+        self._train_iter_at = None  # consumed below; set again only when the epoch completes
+        for _ in range(start_step, self.steps_per_epoch):
+            batch = next(self._train_iter)
             self._add_data_wait(time.perf_counter() - t)
             if self.stop_requested:
                 return
@@ -450,16 +452,8 @@ class BaseTrainer:
             if self.stop_requested:
                 return
             t = time.perf_counter()
-
-    def _start_next_epoch_loading(self, epoch: int) -> None:
-        """Hands epoch `epoch`'s batch order to the training DataLoader's workers now, so they
-        decode its first batches while this epoch validates and checkpoints instead of the next
-        epoch starting with every worker idle. The order and content of batches depend only on
-        (seed, epoch, index), never on when loading starts, so runs and resumes are unchanged."""
-        if self.num_workers == 0:
-            return  # nothing loads ahead without worker processes
-        self.train_sampler.set_epoch(epoch, 0)
-        self._next_batches = ((epoch, 0), iter(self.train_loader))
+        if self.load_across_epochs:
+            self._train_iter_at = (epoch + 1, 0)
 
     def _add_data_wait(self, seconds: float) -> None:
         # None until measured: a subclass with its own train_epoch reports no figure, not 0.
@@ -662,7 +656,7 @@ class BaseTrainer:
             try:
                 self.run_callbacks("on_teardown")
             finally:
-                self._next_batches = None  # holds the training loader's iterator (and its workers)
+                self._train_iter = None  # holds the training loader's workers
                 for loader in ("train_loader", "val_loader"):
                     # Ends persistent workers now rather than at interpreter exit.
                     if hasattr(self, loader):
@@ -740,8 +734,6 @@ class BaseTrainer:
             if self.stop_requested:
                 self._stop(epoch, self.step)
             train_seconds = time.monotonic() - t0
-            if epoch + 1 < cfg.epochs:
-                self._start_next_epoch_loading(epoch + 1)
             self.run_callbacks("on_train_epoch_end")
             metrics = self._run_validation()
             if metrics is None:

@@ -184,6 +184,12 @@ def test_sampler_resumes_mid_epoch():
     capped = EpochBatchSampler(23, 4, seed=5, shuffle=True, drop_last=True, max_batches=2)
     capped.set_epoch(3)
     assert list(capped) == full[:2]
+    # One iteration through later epochs: each epoch's batches as if iterated alone.
+    s.set_epoch(3, start_batch=2, through_epoch=5)
+    s4, s5 = EpochBatchSampler(23, 4, seed=5, shuffle=True, drop_last=True), EpochBatchSampler(23, 4, seed=5, shuffle=True, drop_last=True)
+    s4.set_epoch(4)
+    s5.set_epoch(5)
+    assert list(s) == full[2:] + list(s4) + list(s5) and len(s) == 3 + 5 + 5
     # Samples of one epoch never repeat.
     flat = [i for batch in full for i, _ in batch]
     assert len(set(flat)) == len(flat) == 20

@@ -374,10 +374,10 @@ def test_data_wait_fraction_tells_input_bound_from_compute_bound(datasets, tmp_p
         assert progress and all(low <= p["data_wait_fraction"] <= high for p in progress), progress
 
 
-def test_next_epoch_loads_while_this_one_validates(datasets, tmp_path, monkeypatch, check_events):
-    """With workers, epoch N+1's first batches are decoded during epoch N's validation, so a
-    slow-loading run does not start every epoch waiting. The same run with that switched off
-    shows the wait it removes."""
+def test_next_epoch_loads_while_this_one_ends(datasets, tmp_path, monkeypatch, check_events):
+    """With workers, epoch N+1's first batches are decoded during epoch N's last steps and its
+    validation, so a slow-loading run does not start every epoch waiting. The same run with
+    that switched off (a fresh iterator per epoch) shows the wait it removes."""
     from cvtrain.datasets.loading import ClassificationDataset
     from cvtrain.trainer import BaseTrainer
 
@@ -403,6 +403,6 @@ def test_next_epoch_loads_while_this_one_validates(datasets, tmp_path, monkeypat
     assert first > 0.5, first  # epoch 1 waits for the workers to start and decode
     assert second < 0.2, second  # epoch 2's two batches were ready when it began
 
-    monkeypatch.setattr(BaseTrainer, "_start_next_epoch_loading", lambda self, epoch: None)
+    monkeypatch.setattr(BaseTrainer, "load_across_epochs", False)
     _, second_without = run("not_ahead")
     assert second_without > 0.5, second_without

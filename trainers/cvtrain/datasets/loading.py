@@ -143,7 +143,11 @@ class EpochBatchSampler(Sampler):
     """Batches of (index, epoch) in an order that depends only on (seed, epoch).
 
     `set_epoch(epoch, start_batch)` makes the next iteration begin at `start_batch`, so
-    a run resumed mid-epoch skips the consumed batches without loading them.
+    a run resumed mid-epoch skips the consumed batches without loading them. With
+    `through_epoch`, one iteration runs on through the following epochs: the trainer keeps
+    one iterator for the whole run, so the workers decode the next epoch's first batches
+    while the current epoch's last ones train (and while it validates) instead of every
+    epoch starting with the workers idle.
     """
 
     def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool, drop_last: bool, max_batches: int | None = None):
@@ -155,10 +159,12 @@ class EpochBatchSampler(Sampler):
         self.max_batches = max_batches
         self.epoch = 0
         self.start_batch = 0
+        self.through_epoch: int | None = None
 
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+    def set_epoch(self, epoch: int, start_batch: int = 0, through_epoch: int | None = None) -> None:
         self.epoch = epoch
         self.start_batch = start_batch
+        self.through_epoch = through_epoch
 
     def batches_per_epoch(self) -> int:
         full = self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
@@ -169,14 +175,20 @@ class EpochBatchSampler(Sampler):
             return np.arange(self.n)
         return np.random.default_rng([self.seed, epoch, 0x5A3]).permutation(self.n)
 
+    def _last_epoch(self) -> int:
+        return self.epoch if self.through_epoch is None else max(self.epoch, self.through_epoch)
+
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        order = self.order(self.epoch)
-        for b in range(self.start_batch, self.batches_per_epoch()):
-            chunk = order[b * self.batch_size : (b + 1) * self.batch_size]
-            yield [(int(i), self.epoch) for i in chunk]
+        for epoch in range(self.epoch, self._last_epoch() + 1):
+            order = self.order(epoch)
+            first = self.start_batch if epoch == self.epoch else 0
+            for b in range(first, self.batches_per_epoch()):
+                chunk = order[b * self.batch_size : (b + 1) * self.batch_size]
+                yield [(int(i), epoch) for i in chunk]
 
     def __len__(self) -> int:
-        return max(0, self.batches_per_epoch() - self.start_batch)
+        epochs = self._last_epoch() - self.epoch + 1
+        return max(0, epochs * self.batches_per_epoch() - self.start_batch)
 
 
 def _worker_init(_worker_id: int) -> None:
