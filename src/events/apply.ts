@@ -10,7 +10,6 @@ import type { EpochMetricRecord } from '../modules/training/service.js';
 import type { Orchestrator } from '../orchestrator/orchestrator.js';
 import type { Envelope } from './envelope.js';
 
-export type { Envelope } from './envelope.js';
 
 export interface Effects {
   /** The session after this event, when it changed in a way subscribers should see. */

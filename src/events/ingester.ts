@@ -7,7 +7,8 @@ import type { Sql } from '../db/sql.js';
 import { createLogger, errorFields } from '../lib/log.js';
 import type { Orchestrator } from '../orchestrator/orchestrator.js';
 import { createRedis, type RedisNames } from '../redis.js';
-import { applyEnvelope, type Effects, type Envelope } from './apply.js';
+import { applyEnvelope, type Effects } from './apply.js';
+import type { Envelope } from './envelope.js';
 import type { Publisher } from './publisher.js';
 import { validateEnvelope } from './schemas.js';
 
