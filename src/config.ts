@@ -74,6 +74,10 @@ const envSchema = z.object({
   CVTRAIN_MAX_ALIASES: intFrom(1, 1000).default(30),
   // Connection pool per API process; PostgreSQL copes with a few per core.
   CVTRAIN_DB_POOL_MAX: intFrom(1, 200).default(10),
+  // Cached query responses per API process (src/graphql/response-cache.ts); 0 turns the cache off.
+  CVTRAIN_RESPONSE_CACHE_ENTRIES: intFrom(0, 1_000_000).default(1000),
+  // Upper bound of the cached responses' serialized size, in MiB.
+  CVTRAIN_RESPONSE_CACHE_MB: intFrom(1, 65_536).default(64),
   // "auto": use DATABASE_URL's server, or start an embedded PostgreSQL (PGlite) if none answers.
   CVTRAIN_EMBEDDED_PG: z.enum(['auto', 'always', 'never']).default('auto'),
   CVTRAIN_LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
@@ -145,6 +149,7 @@ export interface Config {
   maxDepth: number;
   maxAliases: number;
   dbPoolMax: number;
+  responseCache: { maxEntries: number; maxBytes: number };
   embeddedPg: 'auto' | 'always' | 'never';
   logLevel: 'debug' | 'info' | 'warn' | 'error' | 'silent';
   nodeToken: string;
@@ -245,6 +250,7 @@ export function loadConfig(
     maxDepth: e.CVTRAIN_MAX_DEPTH,
     maxAliases: e.CVTRAIN_MAX_ALIASES,
     dbPoolMax: e.CVTRAIN_DB_POOL_MAX,
+    responseCache: { maxEntries: e.CVTRAIN_RESPONSE_CACHE_ENTRIES, maxBytes: e.CVTRAIN_RESPONSE_CACHE_MB * 1024 * 1024 },
     embeddedPg: e.CVTRAIN_EMBEDDED_PG,
     logLevel: e.CVTRAIN_LOG_LEVEL,
     nodeToken,

@@ -14,6 +14,7 @@ import { listeningUrl, type App } from './app.js';
 import { createRequestContext, type RequestContext } from './graphql/context.js';
 import { createLocalStorageHandler } from './storage/local-http.js';
 import { loadPersistedOperations } from './graphql/persisted.js';
+import { createResponseCache, type ResponseCache } from './graphql/response-cache.js';
 import { useSharedSubscriptionExecution } from './graphql/shared-subscriptions.js';
 import { schema } from './graphql/schema.js';
 import { AppError, ValidationError } from './lib/errors.js';
@@ -33,6 +34,7 @@ export interface RunningServer {
   url: string;
   port: number;
   httpServer: http.Server;
+  responseCache: ResponseCache;
   close(): Promise<void>;
 }
 
@@ -51,7 +53,10 @@ export function createGraphQLHandler(app: App) {
     return p;
   };
 
+  const responseCache = createResponseCache(config.responseCache);
   const plugins: Plugin[] = [
+    // First: a hit skips every later plugin's execution work.
+    responseCache.plugin,
     // Compiles each distinct query once into straight-line JS; executing a 50-row page through
     // graphql-js's generic executor cost more than its SQL. Subscriptions keep the reference executor.
     useGraphQlJit({}, {
@@ -98,12 +103,12 @@ export function createGraphQLHandler(app: App) {
         ? createRequestContext(app, { authorization: request.headers.get('authorization'), principal: principalFor(request) })
         : ({} as RequestContext),
   });
-  return { yoga, persisted };
+  return { yoga, persisted, responseCache };
 }
 
 export async function startServer(app: App, opts: { port?: number; host?: string } = {}): Promise<RunningServer> {
   const { config } = app;
-  const { yoga, persisted } = createGraphQLHandler(app);
+  const { yoga, persisted, responseCache } = createGraphQLHandler(app);
 
   const local = app.storage.local;
   const storageHandler = local ? createLocalStorageHandler(local, { maxUploadBytes: config.storage.maxUploadBytes }) : null;
@@ -211,6 +216,7 @@ export async function startServer(app: App, opts: { port?: number; host?: string
     url,
     port,
     httpServer,
+    responseCache,
     async close() {
       await wsCleanup.dispose();
       for (const client of wsServer.clients) client.terminate();

@@ -21,7 +21,11 @@ const LIST = `query($first: Int!) { trainingSessions(first: $first) {
   } } } }`;
 
 beforeAll(async () => {
-  api = await startTestApi({ onQuery: (sql) => counting && statements.push(sql) });
+  // The response cache off: these tests count what executing the page costs, not a cache hit.
+  api = await startTestApi({
+    onQuery: (sql) => counting && statements.push(sql),
+    env: { CVTRAIN_RESPONSE_CACHE_ENTRIES: '0' },
+  });
   user = await signUp(api, 'Loaders');
   const profile = ok(
     await api.gql(

@@ -4,7 +4,7 @@ import { Dataset, DatasetVersion } from '../modules/datasets/entity.js';
 import { Model, ModelVersion } from '../modules/models/entity.js';
 import { GpuNode } from '../modules/nodes/entity.js';
 import { StorageProfile } from '../modules/storage/entity.js';
-import { ApiKey, Membership, Organization, User } from '../modules/orgs/entity.js';
+import { ApiKey, Membership, Organization, OrgDataVersion, User } from '../modules/orgs/entity.js';
 import { Artifact, EpochMetric, TrainingSession } from '../modules/training/entity.js';
 
 export const entities = [
@@ -22,4 +22,5 @@ export const entities = [
   EpochMetric,
   Artifact,
   GpuNode,
+  OrgDataVersion,
 ];

@@ -63,3 +63,17 @@ export const ApiKey = defineEntity({
   },
 });
 export type IApiKey = InferEntity<typeof ApiKey>;
+
+/**
+ * Bumped by database triggers (never by the app) whenever a transaction writes an organization's
+ * rows; the response cache compares it (src/graphql/response-cache.ts). Declared here so the
+ * migrator knows the table.
+ */
+export const OrgDataVersion = defineEntity({
+  name: 'OrgDataVersion',
+  tableName: 'org_data_versions',
+  properties: {
+    organizationId: p.uuid().primary(),
+    version: p.bigint(),
+  },
+});

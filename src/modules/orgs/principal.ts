@@ -11,6 +11,12 @@ export interface Principal {
   apiKeyId: string | null;
   /** API keys made for integrations may run only operations from the persisted manifest. */
   persistedOnly: boolean;
+  /**
+   * The organization's data version as this request began (org_data_versions; "0" before its
+   * first write): every transaction that writes the organization's rows bumps it. Read in the
+   * same statement as the credentials, so the response cache needs no round trip of its own.
+   */
+  dataVersion: string;
 }
 
 // last_used_at is bookkeeping, not audit: writing it at most once a minute per key keeps every
@@ -33,9 +39,18 @@ export async function resolvePrincipal(app: App, authorization: string | null): 
   const key = parseApiKey(token);
   if (key) {
     const rows = await app.sql.query<
-      { organization_id: string; role: Role; secret_hash: string; persisted_only: boolean; last_used_at: Date | null }
+      {
+        organization_id: string;
+        role: Role;
+        secret_hash: string;
+        persisted_only: boolean;
+        last_used_at: Date | null;
+        data_version: string | null;
+      }
     >(
-      'select organization_id, role, secret_hash, persisted_only, last_used_at from api_keys where id = ? and revoked_at is null',
+      `select k.organization_id, k.role, k.secret_hash, k.persisted_only, k.last_used_at, v.version as data_version
+         from api_keys k left join org_data_versions v on v.organization_id = k.organization_id
+        where k.id = ? and k.revoked_at is null`,
       [key.keyId],
     );
     const row = rows[0];
@@ -50,13 +65,16 @@ export async function resolvePrincipal(app: App, authorization: string | null): 
       userId: null,
       apiKeyId: key.keyId,
       persistedOnly: row.persisted_only,
+      dataVersion: row.data_version ?? '0',
     };
   }
   const claims = await verifySessionToken(token, app.config.jwtSecret);
   if (!claims) return null;
   // The role is read fresh each time, so a removed member or a changed role takes effect at once.
-  const rows = await app.sql.query<{ role: Role }>(
-    'select role from memberships where organization_id = ? and user_id = ?',
+  const rows = await app.sql.query<{ role: Role; data_version: string | null }>(
+    `select m.role, v.version as data_version
+       from memberships m left join org_data_versions v on v.organization_id = m.organization_id
+      where m.organization_id = ? and m.user_id = ?`,
     [claims.orgId, claims.userId],
   );
   if (!rows[0]) return null;
@@ -67,5 +85,6 @@ export async function resolvePrincipal(app: App, authorization: string | null): 
     userId: claims.userId,
     apiKeyId: null,
     persistedOnly: false,
+    dataVersion: rows[0].data_version ?? '0',
   };
 }
