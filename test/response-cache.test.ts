@@ -267,6 +267,31 @@ describe('response cache', () => {
     expect(await expectSameAsFresh(query, { id: modelId })).toBe(true);
   });
 
+  it('runs a query once for many concurrent callers that miss at the same version', async () => {
+    await writer.query(`update training_sessions set progress_fraction = 0.6 where id = $1`, [sessionIds[1]]);
+    statements.length = 0;
+    counting = true;
+    await post(api.url, PAGE, { first: 3 }, owner.token);
+    counting = false;
+    const executed = statements.length; // principal + what executing the page costs
+    expect(executed).toBeGreaterThan(1);
+
+    await writer.query(`update training_sessions set progress_fraction = 0.65 where id = $1`, [sessionIds[1]]);
+    const before = api.server.responseCache.stats();
+    statements.length = 0;
+    counting = true;
+    const answers = await Promise.all(Array.from({ length: 20 }, () => post(api.url, PAGE, { first: 3 }, owner.token)));
+    counting = false;
+    const after = api.server.responseCache.stats();
+    // 20 principal statements and one execution, whether the others waited for it or came after.
+    expect(statements.length).toBe(20 + executed - 1);
+    expect(after.misses - before.misses).toBe(1);
+    expect(after.hits - before.hits + after.coalesced - before.coalesced).toBe(19);
+    const want = (await fresh(PAGE, { first: 3 })).text;
+    expect(want).toContain('"fraction":0.65');
+    for (const a of answers) expect(a.text).toBe(want);
+  });
+
   it('answers queries over the websocket from the same entries', async () => {
     const client = createClient({
       url: api.url.replace(/^http/, 'ws'),

@@ -85,6 +85,7 @@ export const OBJECT_TYPE_CACHING: Readonly<Record<string, true | string>> = {
 };
 
 const NOT_CACHEABLE = Symbol('not cacheable');
+const ABANDONED_FLIGHT_MS = 30_000;
 
 interface DocumentVerdict {
   /** Identifies the document in keys; null when it may not be cached. */
@@ -142,6 +143,8 @@ interface Entry {
 
 export interface ResponseCacheStats {
   hits: number;
+  /** Misses that waited for the same query already running for the same version. */
+  coalesced: number;
   misses: number;
   entries: number;
   bytes: number;
@@ -158,7 +161,15 @@ export function createResponseCache(opts: { maxEntries: number; maxBytes: number
   let nextDocumentId = 1;
   let bytes = 0;
   let hits = 0;
+  let coalesced = 0;
   let misses = 0;
+  // One execution per key and data version at a time. Without it every request that arrives
+  // between a write and the first new entry executes the query: under steady writes (sessions
+  // reporting progress) that was most requests (page 22% of trivial at 50 writes/s, 88% at none).
+  // Waiting for the running execution is as exact as a hit: it started after this request's
+  // version was read (or at it), and nothing of the organization has committed since.
+  const inflight = new Map<string, Promise<Entry | null>>();
+  const settleOnResponse = new WeakMap<object, () => void>();
 
   const drop = (key: string, entry: Entry) => {
     entries.delete(key);
@@ -237,26 +248,60 @@ export function createResponseCache(opts: { maxEntries: number; maxBytes: number
           setResultAndStopExecution(resultFor(key, found));
           return;
         }
+        const flightKey = `${key}\u0000${version}`;
+        const running = inflight.get(flightKey);
+        if (running) {
+          return running.then((entry) => {
+            if (entry) {
+              coalesced++;
+              setResultAndStopExecution(resultFor(key, entry));
+              return;
+            }
+            misses++;
+            return undefined;
+          });
+        }
         misses++;
+        let finish!: (entry: Entry | null) => void;
+        const flight = new Promise<Entry | null>((resolve) => (finish = resolve));
+        inflight.set(flightKey, flight);
+        const settle = (entry: Entry | null) => {
+          clearTimeout(guard);
+          if (inflight.get(flightKey) === flight) inflight.delete(flightKey);
+          finish(entry);
+        };
+        // An execution that throws never reaches onExecuteDone: its HTTP response settles the
+        // flight (onResponse below), and a websocket one is given up on after a while.
+        const guard = setTimeout(() => settle(null), ABANDONED_FLIGHT_MS);
+        guard.unref();
+        const request = (args.contextValue as { request?: object }).request;
+        if (request) settleOnResponse.set(request, () => settle(null));
         return {
           onExecuteDone({ result, setResult }) {
             const r = result as ExecutionResult;
             // Errors may be passing (a database hiccup); async iterables are not single results.
-            if (!r || typeof r !== 'object' || Symbol.asyncIterator in r || r.errors?.length || r.extensions) return;
+            if (!r || typeof r !== 'object' || Symbol.asyncIterator in r || r.errors?.length || r.extensions) {
+              settle(null);
+              return;
+            }
             const current = entries.get(key);
             if (current) drop(key, current);
             const entry: Entry = { version, data: r.data, json: null };
             entries.set(key, entry);
             evict();
             setResult(resultFor(key, entry));
+            settle(entry);
           },
         };
       });
+    },
+    onResponse({ request }) {
+      settleOnResponse.get(request)?.();
     },
   };
 
   return {
     plugin,
-    stats: () => ({ hits, misses, entries: entries.size, bytes }),
+    stats: () => ({ hits, coalesced, misses, entries: entries.size, bytes }),
   };
 }

@@ -9,7 +9,7 @@ import { loadConfig } from '../../src/config.js';
 import { dropDatabase, ensureDatabase, initOrm, migrateUp } from '../../src/db/orm.js';
 import { createSqlPool } from '../../src/db/sql.js';
 import { configureLogger } from '../../src/lib/log.js';
-import { startServer } from '../../src/server.js';
+import { startServer, type RunningServer } from '../../src/server.js';
 import { startWorkers, type Workers } from '../../src/workers.js';
 
 export const PG_BASE = process.env.CVTRAIN_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432';
@@ -24,6 +24,7 @@ export interface GqlResponse<T = any> {
 export interface TestApi {
   url: string;
   app: App;
+  server: RunningServer;
   orm: MikroORM;
   dbUrl: string;
   dataDir: string;
@@ -68,6 +69,7 @@ export async function startTestApi(
   return {
     url: server.url,
     app,
+    server,
     orm,
     dbUrl,
     dataDir,
