@@ -192,7 +192,7 @@ export function createResponseCache(opts: { maxEntries: number; maxBytes: number
     const result = {} as ExecutionResult;
     Object.defineProperty(result, 'data', {
       enumerable: true,
-      get: () => entry.data ?? JSON.parse(entry.json!).data,
+      get: () => (entry.json === null ? entry.data : JSON.parse(entry.json).data),
     });
     Object.defineProperty(result, 'stringify', {
       enumerable: false,
@@ -284,11 +284,14 @@ export function createResponseCache(opts: { maxEntries: number; maxBytes: number
               settle(null);
               return;
             }
-            const current = entries.get(key);
-            if (current) drop(key, current);
             const entry: Entry = { version, data: r.data, json: null };
-            entries.set(key, entry);
-            evict();
+            const current = entries.get(key);
+            // A slow execution must not replace what a later version already stored.
+            if (!current || BigInt(current.version) < BigInt(version)) {
+              if (current) drop(key, current);
+              entries.set(key, entry);
+              evict();
+            }
             setResult(resultFor(key, entry));
             settle(entry);
           },
