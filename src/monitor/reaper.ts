@@ -1,6 +1,8 @@
 // Periodic recovery: nodes that stopped heartbeating become OFFLINE, and their running sessions
 // are queued again on a new attempt (resuming from the last uploaded checkpoint), or cancelled
-// when a cancel was pending.
+// when a cancel was pending. The same happens to a session that a live node has stopped listing
+// as running (its job was lost on the node: a crash between claim and start, a bug), so no session
+// stays RUNNING with nothing running it.
 import type { App } from '../app.js';
 import { createLogger, errorFields } from '../lib/log.js';
 import { transition } from '../modules/training/lifecycle.js';
@@ -46,25 +48,38 @@ export class Reaper {
            and updated_at < now() - (? * interval '1 millisecond')`,
         [this.app.config.nodeOfflineMs],
       );
-      for (const row of orphans) await this.recover(sessionFromRow(row));
+      for (const row of orphans) await this.recover(sessionFromRow(row), `gpu-node ${row.node_id ?? '?'} stopped heartbeating`);
+      // A heartbeat lists the node's claimed jobs, and one sent while a claim was answered may miss
+      // it; a heartbeat that still misses it the offline window after the session last changed
+      // (claim, progress, epochs) means the node does not run it.
+      const dropped = await this.app.sql.query<SessionRow>(
+        `select ${SESSION_COLUMNS} from training_sessions s
+         where s.status = 'RUNNING' and s.provider = 'PLATFORM'
+           and exists (select 1 from gpu_nodes n where n.id = s.node_id and n.status <> 'OFFLINE'
+                        and n.last_heartbeat_at > s.updated_at + (? * interval '1 millisecond')
+                        and not n.running_session_ids @> jsonb_build_array(s.id::text))`,
+        [this.app.config.nodeOfflineMs],
+      );
+      for (const row of dropped) await this.recover(sessionFromRow(row), `gpu-node ${row.node_id} no longer runs it`);
     } catch (err) {
       log.warn('reaper round failed', errorFields(err));
     }
   }
 
-  private async recover(session: TrainingSessionRecord) {
+  private async recover(session: TrainingSessionRecord, reason: string) {
     const { orchestrator, publisher } = this.app;
     const result = await this.app.sql.transaction(async (tx) => {
       if (session.cancelRequestedAt) {
         return { session: await transition(tx, session.id, 'CANCELLED', { attempt: session.attempt, from: ['RUNNING'] }), requeued: false };
       }
-      const requeued = await orchestrator.requeueInTx(tx, session, `gpu-node ${session.nodeId ?? '?'} stopped heartbeating`);
+      const requeued = await orchestrator.requeueInTx(tx, session, reason);
       return { session: requeued, requeued: true };
     });
     if (!result.session) return;
-    log.info(result.requeued ? 'queued a session of a lost node again' : 'cancelled a session of a lost node', {
+    log.info(result.requeued ? 'queued a session again' : 'cancelled a session', {
       sessionId: session.id,
       attempt: result.session.attempt,
+      reason,
     });
     publisher.sessionChanged(result.session);
     if (result.requeued) await orchestrator.submitQueued(result.session);
