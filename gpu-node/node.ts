@@ -91,6 +91,11 @@ export async function startGpuNode(config: NodeConfig, opts: StartOptions = {}):
   // What the API is told runs here, and what its "stop" answers apply to: claimed jobs only
   // (JobRunner.claimed). A job still claiming is settled by the claim's answer.
   const claimedSessionIds = () => running().flatMap((r) => (r.claimed ? [r.sessionId] : []));
+  // Reported in heartbeats: claimed jobs, and jobs that ended but whose events (their end among
+  // them) Redis has not accepted yet. The API queues a session again when a live node stops
+  // reporting it (src/monitor/reaper.ts); a job that finished during a Redis outage has not.
+  // The API takes at most 64 ids; claimed jobs come first.
+  const reportedSessionIds = () => [...new Set([...claimedSessionIds(), ...outbox.undeliveredSessionIds()])].slice(0, 64);
 
   // Live stats for heartbeats; without GPUs (or with test GPUs) there is nothing to poll.
   const gpuStats = async (): Promise<Gpu[]> => {
@@ -115,7 +120,7 @@ export async function startGpuNode(config: NodeConfig, opts: StartOptions = {}):
     slots: slots.length,
     logger: log.child('heartbeat'),
     gpus: gpuStats,
-    runningSessionIds: claimedSessionIds,
+    runningSessionIds: reportedSessionIds,
     status: () => (draining || shuttingDown ? 'DRAINING' : 'ONLINE'),
     // The beat repeats cancellations (a pub/sub message may have been missed) and names sessions
     // that were queued again elsewhere while this node was presumed lost.

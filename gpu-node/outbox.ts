@@ -171,6 +171,13 @@ export class Outbox {
     return n;
   }
 
+  /** Sessions with envelopes Redis has not accepted yet (a job's end may still be on its way). */
+  undeliveredSessionIds(): string[] {
+    const ids = new Set<string>();
+    for (const r of this.jobs.values()) if (r.sent < r.envelopes.length) ids.add(r.sessionId);
+    return [...ids];
+  }
+
   /** Envelopes held (accepted or not) for the given job, in seq order; for tests and diagnostics. */
   held(sessionId: string, attempt: number): readonly Envelope[] {
     return this.jobs.get(`${sessionId}.${attempt}`)?.envelopes ?? [];

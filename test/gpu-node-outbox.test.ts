@@ -80,9 +80,13 @@ describe.sequential('outbox', () => {
     b.append('node', { type: 'crashed', ts: new Date().toISOString(), exitCode: 1, signal: null, stderrTail: 'boom', lastEventType: 'epoch' });
     await new Promise((r) => setTimeout(r, 300));
     expect(outbox.pending).toBe(11);
+    // The node keeps reporting these sessions (heartbeats) until their events are delivered.
+    b.end();
+    expect(outbox.undeliveredSessionIds().sort()).toEqual([s1, s2].sort());
 
     await redis.start();
     expect(await outbox.flushed(10_000)).toBe(true);
+    expect(outbox.undeliveredSessionIds()).toEqual([]);
     const envs = await streamEnvelopes();
     expect(seqs(envs, s1)).toEqual(range(1, 5));
     expect(seqs(envs, s2, 3)).toEqual(range(1, 6));
@@ -90,7 +94,6 @@ describe.sequential('outbox', () => {
     // The stream holds the envelope exactly as appended.
     expect(envs.find((e) => e.sessionId === s1 && e.seq === 3)).toEqual(outbox.held(s1, 1)[2]);
     a.end();
-    b.end();
   });
 
   it('Redis restarted mid-stream with its data lost: the running job is appended again, nothing lost', async () => {
