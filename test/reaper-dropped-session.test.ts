@@ -8,6 +8,8 @@
 // heartbeat says exactly what the test wants.
 import { afterEach, describe, expect, it } from 'vitest';
 import { NodeApiClient } from '../gpu-node/api-client.js';
+import { EventIngester, ingestCaughtUp } from '../src/events/ingester.js';
+import { createRedis } from '../src/redis.js';
 import { getSession, sessionUuid, tinyTraining, trainModel, waitFor, waitForStatus } from './helpers/e2e.js';
 import { useE2eFixture } from './helpers/e2e-fixture.js';
 
@@ -79,5 +81,58 @@ describe('reaper: sessions a live node no longer runs', () => {
     expect(waited).toBeGreaterThanOrEqual(OFFLINE_MS - BEAT_MS);
     // The node is still ONLINE: only the session moved.
     expect((await e2e.gpuNodes()).find((n) => n.id === 'hand-b')?.status).toBe('ONLINE');
+  });
+});
+
+describe('reaper: events still on their way', () => {
+  it('ingestCaughtUp is true only when the group has read and acknowledged every entry', async () => {
+    const names = { ...e2e.api.app.redisNames, eventsStream: `${e2e.api.app.redisNames.eventsStream}-probe-${Date.now()}` };
+    const redis = createRedis(e2e.api.app.config, 'test');
+    try {
+      expect(await ingestCaughtUp(redis, names)).toBe(true); // no stream yet
+      await redis.xgroup('CREATE', names.eventsStream, names.ingestGroup, '0', 'MKSTREAM');
+      await redis.xadd(names.eventsStream, '*', 'data', '{}');
+      expect(await ingestCaughtUp(redis, names)).toBe(false); // not read
+      const read = (await redis.xreadgroup('GROUP', names.ingestGroup, 'c', 'COUNT', 10, 'STREAMS', names.eventsStream, '>')) as [
+        string,
+        [string, string[]][],
+      ][];
+      expect(await ingestCaughtUp(redis, names)).toBe(false); // read, not acknowledged
+      await redis.xack(names.eventsStream, names.ingestGroup, read[0][1][0][0]);
+      expect(await ingestCaughtUp(redis, names)).toBe(true);
+    } finally {
+      await redis.del(names.eventsStream);
+      redis.disconnect();
+    }
+  });
+
+  it('does not queue a dropped session again while the ingester has events to apply', async () => {
+    const node = await handNode('hand-c');
+    const session = await claimedSession(node, 'hand-c');
+    const { app, workers } = e2e.api;
+    await workers!.ingester.stop();
+    const redis = createRedis(app.config, 'test');
+    let ingester: EventIngester | null = null;
+    try {
+      // An entry the stopped ingester has not applied (any entry counts; this one is invalid).
+      await redis.xadd(app.redisNames.eventsStream, '*', 'data', '{"not":"an envelope"}');
+      await new Promise((r) => setTimeout(r, OFFLINE_MS * 3));
+      expect(await getSession(e2e.api, e2e.org.token, session.id)).toMatchObject({ status: 'RUNNING', attempt: 1 });
+      ingester = new EventIngester(app.config.redisUrl, app.redisNames, app.sql, app.orchestrator, app.publisher);
+      ingester.start();
+      const requeued = await waitFor(
+        async () => {
+          const s = await getSession(e2e.api, e2e.org.token, session.id);
+          return s.attempt === 2 ? s : null;
+        },
+        OFFLINE_MS * 6,
+        'the session queued again once the ingester caught up',
+      );
+      expect(requeued.attempts.at(-1)).toMatchObject({ reason: 'gpu-node hand-c no longer runs it' });
+      expect(ingester.stats.invalid).toBeGreaterThanOrEqual(1);
+    } finally {
+      await ingester?.stop();
+      redis.disconnect();
+    }
   });
 });

@@ -155,3 +155,26 @@ export class EventIngester {
     }
   }
 }
+
+/**
+ * True when the ingest group has applied every event in the stream: none waits to be read, none
+ * read is unacknowledged. The reaper asks before it decides that a live node has dropped a
+ * session, since the session's last events may still be on their way (after an API restart,
+ * say). Uses a client of its own: the ingester's is blocked reading.
+ */
+export async function ingestCaughtUp(redis: Redis, names: RedisNames): Promise<boolean> {
+  let stream: unknown[];
+  try {
+    stream = (await redis.xinfo('STREAM', names.eventsStream)) as unknown[];
+  } catch (err) {
+    if (/no such key/i.test(String((err as Error).message))) return true;
+    throw err;
+  }
+  const field = (flat: unknown[], name: string) => flat[flat.indexOf(name) + 1];
+  const lastId = String(field(stream, 'last-generated-id'));
+  if ((field(stream, 'length') as number) === 0) return true;
+  const groups = (await redis.xinfo('GROUPS', names.eventsStream)) as unknown[][];
+  const group = groups.find((g) => field(g, 'name') === names.ingestGroup);
+  if (!group) return false;
+  return Number(field(group, 'pending')) === 0 && String(field(group, 'last-delivered-id')) === lastId;
+}

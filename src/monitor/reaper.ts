@@ -3,7 +3,10 @@
 // when a cancel was pending. The same happens to a session that a live node has stopped listing
 // as running (its job was lost on the node: a crash between claim and start, a bug), so no session
 // stays RUNNING with nothing running it.
+import type { Redis } from 'ioredis';
 import type { App } from '../app.js';
+import { ingestCaughtUp } from '../events/ingester.js';
+import { createRedis } from '../redis.js';
 import { createLogger, errorFields } from '../lib/log.js';
 import { transition } from '../modules/training/lifecycle.js';
 import { NodeRegistry } from '../modules/nodes/registry.js';
@@ -18,6 +21,7 @@ export class Reaper {
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<void> | null = null;
   private readonly registry: NodeRegistry;
+  private redis: Redis | null = null;
 
   constructor(private readonly app: App) {
     this.registry = new NodeRegistry(app);
@@ -34,6 +38,8 @@ export class Reaper {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     await this.running;
+    this.redis?.disconnect();
+    this.redis = null;
   }
 
   async tick(): Promise<void> {
@@ -60,6 +66,12 @@ export class Reaper {
                         and not n.running_session_ids @> jsonb_build_array(s.id::text))`,
         [this.app.config.nodeOfflineMs],
       );
+      // Its last events may still wait in the stream (the node reports a job until Redis has them
+      // all, not until they are applied): only once the ingester has applied everything.
+      if (dropped.length > 0) {
+        this.redis ??= createRedis(this.app.config, 'reaper');
+        if (!(await ingestCaughtUp(this.redis, this.app.redisNames))) return;
+      }
       for (const row of dropped) await this.recover(sessionFromRow(row), `gpu-node ${row.node_id} no longer runs it`);
     } catch (err) {
       log.warn('reaper round failed', errorFields(err));
