@@ -48,6 +48,18 @@ async function claimedSession(node: Awaited<ReturnType<typeof handNode>>, nodeId
   return session;
 }
 
+/** The session once it is on attempt 2 (queued again), within a few offline windows. */
+function secondAttempt(sessionId: string, what: string) {
+  return waitFor(
+    async () => {
+      const s = await getSession(e2e.api, e2e.org.token, sessionId);
+      return s.attempt === 2 ? s : null;
+    },
+    OFFLINE_MS * 6,
+    what,
+  );
+}
+
 describe('reaper: sessions a live node no longer runs', () => {
   it('leaves a listed session RUNNING, also when one heartbeat missed it while its claim was answered', async () => {
     const node = await handNode('hand-a');
@@ -66,14 +78,7 @@ describe('reaper: sessions a live node no longer runs', () => {
     const node = await handNode('hand-b');
     const session = await claimedSession(node, 'hand-b');
     const started = Date.now();
-    const requeued = await waitFor(
-      async () => {
-        const s = await getSession(e2e.api, e2e.org.token, session.id);
-        return s.attempt === 2 ? s : null;
-      },
-      OFFLINE_MS * 6,
-      'the session queued again on attempt 2',
-    );
+    const requeued = await secondAttempt(session.id, 'the session queued again on attempt 2');
     const waited = Date.now() - started;
     expect(['QUEUED', 'RUNNING']).toContain(requeued.status);
     expect(requeued.attempts.at(-1)).toMatchObject({ ok: true, reason: 'gpu-node hand-b no longer runs it' });
@@ -120,14 +125,7 @@ describe('reaper: events still on their way', () => {
       expect(await getSession(e2e.api, e2e.org.token, session.id)).toMatchObject({ status: 'RUNNING', attempt: 1 });
       ingester = new EventIngester(app.config.redisUrl, app.redisNames, app.sql, app.orchestrator, app.publisher);
       ingester.start();
-      const requeued = await waitFor(
-        async () => {
-          const s = await getSession(e2e.api, e2e.org.token, session.id);
-          return s.attempt === 2 ? s : null;
-        },
-        OFFLINE_MS * 6,
-        'the session queued again once the ingester caught up',
-      );
+      const requeued = await secondAttempt(session.id, 'the session queued again once the ingester caught up');
       expect(requeued.attempts.at(-1)).toMatchObject({ reason: 'gpu-node hand-c no longer runs it' });
       expect(ingester.stats.invalid).toBeGreaterThanOrEqual(1);
     } finally {
