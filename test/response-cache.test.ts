@@ -9,6 +9,7 @@ import { createClient } from 'graphql-ws';
 import pg from 'pg';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadPersistedOperations } from '../src/graphql/persisted.js';
 import { isCacheableDocument, OBJECT_TYPE_CACHING } from '../src/graphql/response-cache.js';
 import { schema } from '../src/graphql/schema.js';
 import { startServer, type RunningServer } from '../src/server.js';
@@ -290,6 +291,35 @@ describe('response cache', () => {
     const want = (await fresh(PAGE, { first: 3 })).text;
     expect(want).toContain('"fraction":0.65');
     for (const a of answers) expect(a.text).toBe(want);
+  });
+
+  it('caches persisted operations as it caches the same documents sent in full', async () => {
+    const [hash, document] = [...loadPersistedOperations()].find(([, doc]) => /query ListTrainingSessions\b/.test(doc))!;
+    const persisted = async () => {
+      statements.length = 0;
+      counting = true;
+      const res = await fetch(api.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${owner.token}` },
+        body: JSON.stringify({
+          operationName: 'ListTrainingSessions',
+          variables: { first: 10 },
+          extensions: { persistedQuery: { version: 1, sha256Hash: hash } },
+        }),
+      });
+      const text = await res.text();
+      counting = false;
+      return { text, statements: statements.length };
+    };
+    await writer.query(`update training_sessions set progress_fraction = 0.3 where id = $1`, [sessionIds[0]]);
+    const first = await persisted();
+    const second = await persisted();
+    expect(first.statements).toBeGreaterThan(1);
+    expect(second.statements).toBe(1);
+    expect(second.text).toBe(first.text);
+    const full = await post(reference.url, document, { first: 10 }, owner.token);
+    expect(JSON.parse(second.text)).toEqual(JSON.parse(full.text));
+    expect(second.text).toContain('"fraction":0.3');
   });
 
   it('answers queries over the websocket from the same entries', async () => {
