@@ -68,9 +68,11 @@ export class Reaper {
       );
       // Its last events may still wait in the stream (the node reports a job until Redis has them
       // all, not until they are applied): only once the ingester has applied everything.
+      // With Redis unreachable that is unknown, and the round ends here; the silent-node recovery
+      // above does not depend on Redis and has already run.
       if (dropped.length > 0) {
-        this.redis ??= createRedis(this.app.config, 'reaper');
-        if (!(await ingestCaughtUp(this.redis, this.app.redisNames))) return;
+        this.redis ??= createRedis(this.app.config, 'reaper', { enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: 2000 });
+        if (!(await ingestCaughtUp(this.redis, this.app.redisNames).catch(() => false))) return;
       }
       for (const row of dropped) await this.recover(sessionFromRow(row), `gpu-node ${row.node_id} no longer runs it`);
     } catch (err) {
