@@ -2,7 +2,7 @@
  * Cross-request cache of query responses, exact rather than time-based.
  *
  * Every transaction that writes an organization's rows bumps that organization's data version
- * (database triggers; migrations/Migration20261126142246.ts). The statement that resolves the
+ * (database triggers; migrations/Migration20261126142526.ts). The statement that resolves the
  * caller reads the version too (src/modules/orgs/principal.ts), so checking an entry costs no
  * round trip. An entry is stored under the version read *before* its query ran: a write that
  * commits while the query runs bumps the version past the entry's, so the entry is never served.
