@@ -41,6 +41,10 @@ export const CACHEABLE_QUERY_FIELDS: ReadonlySet<string> = new Set([
 /**
  * Every object type of the schema, and whether a cached response may contain its fields. The
  * reason says why not; the root types are handled separately (Query by the set above).
+ *
+ * `true` promises that every field of the type is computed from rows of tables that carry the
+ * version triggers and from nothing else (no clock, no Redis, no storage, no configuration).
+ * A field added to such a type that breaks the promise must move its type to a reason.
  */
 export const OBJECT_TYPE_CACHING: Readonly<Record<string, true | string>> = {
   TrainingSession: true,
