@@ -9,13 +9,12 @@
 //   5. the 50 session ids only, cache off: the floor of executing a page
 // All carry the same bearer token, 50 connections, the same duration. Target (issue 2): the page
 // reaches >= 50% of the trivial query's requests/s with p99 < 100 ms.
-import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import os from 'node:os';
 import autocannon from 'autocannon';
 import pg from 'pg';
 import { dropDatabase, ensureDatabase } from '../src/db/orm.js';
-import { freePort, gql } from './lib.js';
+import { benchSecrets, gql, startBenchApi } from './lib.js';
 
 const PG_BASE = process.env.CVTRAIN_BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432';
 const DURATION = Number(process.env.BENCH_DURATION_S ?? 15);
@@ -142,47 +141,14 @@ async function load(url: string, token: string, title: string, query: string) {
   return { title, rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, total: result.requests.total };
 }
 
-const secrets = {
-  CVTRAIN_SECRET_KEYS: `bench:${randomBytes(32).toString('base64')}`,
-  CVTRAIN_JWT_SECRET: randomBytes(32).toString('base64url'),
-  CVTRAIN_NODE_TOKEN: randomBytes(24).toString('base64url'),
-  CVTRAIN_STORAGE_SECRET: randomBytes(32).toString('base64url'),
-};
+const secrets = benchSecrets();
 
-async function startApi(dbUrl: string, env: Record<string, string> = {}) {
-  const port = await freePort();
+function startApi(dbUrl: string, env: Record<string, string> = {}) {
   const profileArgs = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
-  // Extra Node flags for the server only (e.g. GC settings), as in bench/platform-bench.ts.
-  const extraArgs = (process.env.BENCH_API_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
-  const server = spawn(process.execPath, [...profileArgs, ...extraArgs, '--import', 'tsx', 'src/main.ts'], {
-    env: {
-      ...process.env,
-      NODE_ENV: 'production',
-      PORT: String(port),
-      DATABASE_URL: dbUrl,
-      CVTRAIN_LOG_LEVEL: 'warn',
-      ...secrets,
-      CVTRAIN_LOCAL_GPU_NODE: '0',
-      ...env,
-    },
-    stdio: ['ignore', 'inherit', 'inherit'],
-  });
-  const exited = new Promise((r) => server.once('exit', r));
-  for (let i = 0; ; i++) {
-    try {
-      if ((await fetch(`http://127.0.0.1:${port}/healthz`)).ok) break;
-    } catch {
-      if (i > 100) throw new Error('server did not start');
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
-  return {
-    url: `http://127.0.0.1:${port}/graphql`,
-    async stop() {
-      server.kill('SIGTERM');
-      await exited;
-    },
-  };
+  return startBenchApi(
+    { ...process.env, NODE_ENV: 'production', DATABASE_URL: dbUrl, CVTRAIN_LOG_LEVEL: 'warn', ...secrets, CVTRAIN_LOCAL_GPU_NODE: '0', ...env },
+    profileArgs,
+  );
 }
 
 async function main() {

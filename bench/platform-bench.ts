@@ -20,7 +20,7 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import WebSocket from 'ws';
 import { dropDatabase, ensureDatabase } from '../src/db/orm.js';
-import { freePort, gql } from './lib.js';
+import { benchSecrets, gql, startBenchApi } from './lib.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const PG_BASE = process.env.CVTRAIN_BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432';
@@ -57,34 +57,20 @@ interface Platform {
 async function startPlatform(): Promise<Platform> {
   const dbUrl = `${PG_BASE}/cvtrain_pbench_${randomBytes(3).toString('hex')}`;
   await ensureDatabase(dbUrl);
-  const port = await freePort();
   const prefix = `cvtrain-pbench-${randomBytes(3).toString('hex')}:`;
   const env = {
     ...process.env,
     NODE_ENV: 'production',
-    HOST: '127.0.0.1',
-    PORT: String(port),
     DATABASE_URL: dbUrl,
     REDIS_URL,
     CVTRAIN_REDIS_PREFIX: prefix,
     CVTRAIN_LOG_LEVEL: 'warn',
-    CVTRAIN_SECRET_KEYS: `bench:${randomBytes(32).toString('base64')}`,
-    CVTRAIN_JWT_SECRET: randomBytes(32).toString('base64url'),
-    CVTRAIN_NODE_TOKEN: randomBytes(24).toString('base64url'),
-    CVTRAIN_STORAGE_SECRET: randomBytes(32).toString('base64url'),
+    ...benchSecrets(),
     CVTRAIN_DATA_DIR: mkdtempSync(path.join(tmpdir(), 'cvtrain-pbench-')),
     CVTRAIN_LOCAL_GPU_NODE: '0',
   };
-  // BENCH_API_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the API process.
-  const apiArgs = (process.env.BENCH_API_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const api = spawn(process.execPath, [...apiArgs, '--import', 'tsx', 'src/main.ts'], { cwd: repoRoot, env, stdio: ['ignore', 'inherit', 'inherit'] });
-  const base = `http://127.0.0.1:${port}`;
-  for (let i = 0; ; i++) {
-    if ((await fetch(`${base}/healthz`).catch(() => null))?.ok) break;
-    if (i > 150) throw new Error('the API did not start');
-    await sleep(200);
-  }
-  const p = { url: `${base}/graphql`, wsUrl: `ws://127.0.0.1:${port}/graphql` };
+  const api = await startBenchApi(env);
+  const p = { url: api.url, wsUrl: api.wsUrl };
   const su = await gql(
     p.url,
     `mutation($i: SignUpInput!) { signUp(input: $i) { ... on SignUpSuccess { authPayload { token } } } }`,
@@ -112,7 +98,7 @@ async function startPlatform(): Promise<Platform> {
   const pr = await gql(p.url, `mutation { createComputeProfile(input: {name: "gpus", provider: PLATFORM, strategy: QUEUE, isDefault: true}) { ... on CreateComputeProfileSuccess { computeProfile { id } } } }`, {}, token);
   const db = new pg.Client({ connectionString: dbUrl });
   await db.connect();
-  return { api, ...p, dbUrl, db, prefix, env, token, modelId: m.createModel.model.id, versionId: up.version.id, profileId: pr.createComputeProfile.computeProfile.id };
+  return { api: api.child, ...p, dbUrl, db, prefix, env, token, modelId: m.createModel.model.id, versionId: up.version.id, profileId: pr.createComputeProfile.computeProfile.id };
 }
 
 async function trainModel(p: Platform, epochs: number): Promise<string> {
