@@ -172,6 +172,45 @@ def test_augmentation_depends_on_seed_epoch_index_not_workers(datasets):
             assert (t["labels"] >= 1).all()
 
 
+def test_color_jitter_equals_the_three_imageenhance_blends_in_any_order():
+    """color_jitter composes PIL's brightness, contrast and saturation blends into one affine
+    pass; away from clipping it must match chaining ImageEnhance in every order, up to the
+    chain's own rounding: each PIL blend truncates to uint8 (up to 1 below the exact value,
+    three times), Contrast rounds its mean grey to an integer, and color_jitter rounds once
+    (half a level): at most 4 levels apart."""
+    import itertools
+
+    from PIL import Image, ImageEnhance
+
+    from cvtrain.datasets.transforms import color_jitter
+
+    # Mid-range pixels and the default strength: no blend of the chain clips.
+    pixels = np.random.default_rng(5).integers(96, 160, size=(48, 40, 3)).astype(np.uint8)
+    img = Image.fromarray(pixels)
+    for seed in range(6):
+        b, c, s = np.random.default_rng(seed).uniform(0.75, 1.25, size=3)
+        mine = np.asarray(color_jitter(img, np.random.default_rng(seed), 0.25)).astype(int)
+        assert mine.shape == pixels.shape
+        blends = {0: (ImageEnhance.Brightness, b), 1: (ImageEnhance.Contrast, c), 2: (ImageEnhance.Color, s)}
+        for order in itertools.permutations(range(3)):
+            ref = img
+            for i in order:
+                op, factor = blends[i]
+                ref = op(ref).enhance(float(factor))
+            assert np.abs(np.asarray(ref).astype(int) - mine).max() <= 4, (seed, order)
+        # And it did change the image: the factors are not all 1.
+        assert np.abs(mine - pixels.astype(int)).max() > 5
+    # Clipped, not wrapped: a white image brightened stays white.
+    white = Image.new("RGB", (8, 8), (255, 255, 255))
+    rng = np.random.default_rng(0)
+    while True:  # a draw that brightens and keeps contrast and saturation near 1 is enough
+        state = rng.bit_generator.state
+        if rng.uniform(0.6, 1.4, size=3)[0] > 1.2:
+            break
+    rng.bit_generator.state = state
+    assert np.asarray(color_jitter(white, rng, 0.4)).min() >= 250
+
+
 def test_sampler_resumes_mid_epoch():
     s = EpochBatchSampler(23, 4, seed=5, shuffle=True, drop_last=True)
     assert s.batches_per_epoch() == 5 and len(s) == 5
