@@ -25,13 +25,17 @@ class ClassificationTrainer(BaseTrainer):
         return ClassificationDataset(samples, self.image_size, train, self.cfg.augment, self.cfg.seed)
 
     def normalized_input(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.images_to_device(images)
+        """uint8 NCHW (pinned) -> (x/255 - mean)/std in float on the device, in two kernels
+        (convert with the layout change, then one multiply-add) rather than five: in a
+        launch-bound model such as resnet18 at batch 32, every launch is CPU time of the step."""
+        x = images.to(self.device, non_blocking=True)
         if not hasattr(self, "_norm") or self._norm[0].device != x.device:
-            self._norm = (
-                torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1),
-                torch.tensor(self.std, device=x.device).view(1, 3, 1, 1),
-            )
-        return x.sub_(self._norm[0]).div_(self._norm[1])
+            mean = torch.tensor(self.mean, dtype=torch.float64).view(1, 3, 1, 1)
+            std = torch.tensor(self.std, dtype=torch.float64).view(1, 3, 1, 1)
+            self._norm = ((-mean / std).float().to(x.device), (1.0 / (255.0 * std)).float().to(x.device))
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        x = x.to(dtype=torch.float32, memory_format=layout)
+        return torch.addcmul(self._norm[0], x, self._norm[1])
 
     def forward_train(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits = self.model(self.normalized_input(batch["images"]))
