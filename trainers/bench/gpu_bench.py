@@ -13,7 +13,8 @@ The ratio trainer/plain must be >= 0.9 (issue: "at least 90% of the plain loop")
 The resnet18 run is then resumed from its last checkpoint for one more epoch: batches redone
 and start-up time beyond a fresh run's, against one epoch of training ("resume adds no more
 than one epoch's worth of work"). Each run also reports the share of training time spent
-waiting for the DataLoader (data_wait_fraction).
+waiting for the DataLoader (data_wait_fraction). For resnet18 a step breakdown times, in the
+bench process, the DataLoader alone and the trainer's train_step on one batch (step_breakdown).
 
 Also on the GPU machine: the ssdlite run exports ONNX and verifies it with onnxruntime,
 and a short RT-DETR (transformers) run exercises that family when transformers imports.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import json
 import os
 import platform
@@ -56,13 +58,13 @@ from cvtrain.families import torchvision_models as tvm  # noqa: E402
 FULL_CASES = [
     {"name": "ssdlite320_mobilenet_v3_large", "task": "object-detection", "format": "yolo", "size": 320, "jpeg": 320, "batch": 16, "steps": 80, "epochs": 4, "export": True},
     {"name": "fcos_resnet50_fpn", "task": "object-detection", "format": "yolo", "size": 640, "jpeg": 640, "batch": 16, "steps": 60, "epochs": 4, "export": False},
-    {"name": "resnet18", "task": "classification", "format": "image_folder", "size": 224, "jpeg": 256, "batch": 32, "steps": 300, "epochs": 4, "export": False, "resume": True},
+    {"name": "resnet18", "task": "classification", "format": "image_folder", "size": 224, "jpeg": 256, "batch": 32, "steps": 300, "epochs": 4, "export": False, "resume": True, "breakdown": True},
 ]
 # CPU smoke: the same code paths at toy sizes (float32, few steps).
 SMOKE_CASES = [
     {"name": "ssdlite320_mobilenet_v3_large", "task": "object-detection", "format": "yolo", "size": 64, "jpeg": 80, "batch": 2, "steps": 2, "epochs": 2, "export": False},
     {"name": "fcos_resnet50_fpn", "task": "object-detection", "format": "yolo", "size": 64, "jpeg": 80, "batch": 2, "steps": 2, "epochs": 2, "export": False},
-    {"name": "resnet18", "task": "classification", "format": "image_folder", "size": 32, "jpeg": 40, "batch": 4, "steps": 2, "epochs": 2, "export": False, "resume": True},
+    {"name": "resnet18", "task": "classification", "format": "image_folder", "size": 32, "jpeg": 40, "batch": 4, "steps": 2, "epochs": 2, "export": False, "resume": True, "breakdown": True},
 ]
 # RT-DETR check (GPU run only, when transformers imports).
 # DETR-style models train with AdamW at ~1e-4; SGD at the CNNs' 0.01 diverges.
@@ -70,6 +72,8 @@ RTDETR_CASE = {"name": "rtdetr_r18vd", "framework": "transformers", "task": "obj
 # Plain-loop steps: warm-up (autotuning, allocator) and timed.
 PLAIN_WARMUP = {True: 1, False: 15}
 PLAIN_STEPS = {True: 2, False: 60}
+# DataLoader-alone batches timed by the step breakdown (after its warm-up): a few seconds.
+LOADER_BATCHES = 400
 TARGET_RATIO = 0.9
 RUN_TIMEOUT_S = 240
 LEARNING_RATE = 0.01
@@ -136,12 +140,9 @@ def resume_check(case: dict[str, Any], data: str, work: str, device: str, worker
     }
 
 
-def run_trainer(
-    case: dict[str, Any], data: str, work: str, device: str, workers: int, smoke: bool, overrides: dict[str, Any] | None = None, tag: str = ""
-) -> dict[str, Any]:
-    name = case["name"] + tag
-    out = os.path.join(work, "run_" + name)
-    cfg = {
+def trainer_config(case: dict[str, Any], data: str, out: str, device: str, workers: int, smoke: bool, name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """run.json of a benchmark run."""
+    return {
         "task": case["task"],
         "framework": case.get("framework", "torchvision"),
         "architecture": case["name"],
@@ -165,6 +166,13 @@ def run_trainer(
         "session_id": "bench-" + name,
         **(overrides or {}),
     }
+
+
+def run_trainer(
+    case: dict[str, Any], data: str, work: str, device: str, workers: int, smoke: bool, overrides: dict[str, Any] | None = None, tag: str = ""
+) -> dict[str, Any]:
+    name = case["name"] + tag
+    cfg = trainer_config(case, data, os.path.join(work, "run_" + name), device, workers, smoke, name, overrides)
     cfg_path = os.path.join(work, name + ".json")
     events_path = os.path.join(work, name + ".events.jsonl")
     with open(cfg_path, "w") as fh:
@@ -292,6 +300,59 @@ def plain_loop(case: dict[str, Any], data: str, device: torch.device, amp_name: 
     return {"images_per_sec": PLAIN_STEPS[smoke] * batch_size / seconds, "steps": PLAIN_STEPS[smoke], "channels_last": channels_last}
 
 
+def step_breakdown(case: dict[str, Any], data: str, work: str, device: str, workers: int, smoke: bool, plain: dict[str, Any]) -> dict[str, Any]:
+    """Splits the trainer's gap to the plain loop, in this process, with the trainer's own code:
+      loader_images_per_sec: the DataLoader alone (workers decoding, the pin-memory thread, no
+        GPU work): the input pipeline's ceiling. Near the trainer's figure: input-bound.
+      step_images_per_sec: BaseTrainer.train_step on one pinned batch, repeated: the step
+        without loading (copy to the device, conversion and normalisation there, loss
+        accumulators, LR schedule). Its ratio to the plain loop is the cost of those extras.
+    With both well above the trainer's run, the rest of the gap is the two running together:
+    the workers and the pin-memory thread taking CPU from the process that launches kernels."""
+    from cvtrain.config import TrainingConfig
+    from cvtrain.registry import resolve_trainer
+
+    name = case["name"] + "_breakdown"
+    cfg = TrainingConfig.from_dict(trainer_config(case, data, os.path.join(work, "run_" + name), device, workers, smoke, name))
+    trainer = resolve_trainer(cfg)(cfg)
+    trainer.setup()
+    trainer.train_sampler.set_epoch(0, 0, through_epoch=cfg.epochs - 1)
+    batches = iter(trainer.train_loader)
+    total = cfg.epochs * trainer.steps_per_epoch
+    warm = min(total // 2, max(2, 2 * workers))  # every worker has delivered and refilled
+    for _ in range(warm):
+        batch = next(batches)
+    timed = min(total - warm, LOADER_BATCHES)
+    t0 = time.perf_counter()
+    for _ in range(timed):
+        batch = next(batches)
+    loader_ips = timed * case["batch"] / (time.perf_counter() - t0)
+
+    def sync() -> None:
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize(trainer.device)
+
+    trainer.model.train()
+    for _ in range(PLAIN_WARMUP[smoke]):
+        trainer.train_step(batch)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(PLAIN_STEPS[smoke]):
+        trainer.train_step(batch)
+    sync()
+    step_ips = PLAIN_STEPS[smoke] * case["batch"] / (time.perf_counter() - t0)
+    # Its persistent workers go with the trainer, before the variants start theirs.
+    del batches, batch, trainer
+    gc.collect()
+    return {
+        "loader_batches": timed,
+        "loader_images_per_sec": round(loader_ips, 1),
+        "step_images_per_sec": round(step_ips, 1),
+        "step_ratio_to_plain": round(step_ips / plain["images_per_sec"], 3),
+        "loader_ratio_to_plain": round(loader_ips / plain["images_per_sec"], 3),
+    }
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"GPU: {report['env']['device']} · torch {report['env']['torch']} · {report['env']['cpus']} CPUs · "
@@ -325,6 +386,18 @@ def markdown(report: dict[str, Any]) -> str:
             else:
                 wait = "-" if t.get("data_wait_fraction") is None else f"{100 * t['data_wait_fraction']:.1f}%"
                 lines.append(f"| {model} | `{json.dumps(v['overrides'])}` | {t['images_per_sec']:.1f} | {t['ratio']:.2f} | {wait} |")
+    breakdowns = [(r["model"], r["breakdown"]) for r in report["results"] if r.get("breakdown")]
+    if breakdowns:
+        lines += [
+            "",
+            "| model | DataLoader alone img/s (/ plain) | trainer's train_step on one pinned batch img/s (/ plain) |",
+            "|---|---|---|",
+        ]
+        for model, x in breakdowns:
+            lines.append(
+                f"| {model} | {x['loader_images_per_sec']:.1f} ({x['loader_ratio_to_plain']:.2f}) "
+                f"| {x['step_images_per_sec']:.1f} ({x['step_ratio_to_plain']:.2f}) |"
+            )
     resumes = [(r["model"], r["resume"]) for r in report["results"] if r.get("resume")]
     if resumes:
         lines += ["", "| model | resume: batches redone | start-up fresh / resumed s | one epoch's training s | resume cost in epochs |", "|---|---|---|---|---|"]
@@ -410,6 +483,10 @@ def main() -> int:
             entry["plain"] = plain
             entry["ratio"] = trainer["images_per_sec"] / plain["images_per_sec"]
             entry["pass"] = entry["ratio"] >= TARGET_RATIO
+            if case.get("breakdown"):
+                log(f"[{case['name']}] step breakdown (DataLoader alone, train_step on one batch) ...")
+                entry["breakdown"] = step_breakdown(case, data, work, "cpu" if smoke else "cuda", workers, smoke, plain)
+                log(f"[{case['name']}] breakdown: {entry['breakdown']}")
             for model, overrides in variants:
                 if model != case["name"]:
                     continue

@@ -29,6 +29,10 @@ def test_gpu_bench_smoke(tmp_path):
     assert resume["start_position"] == [2, 0] and resume["redone_batches"] == 0, resume
     assert resume["resumed_startup_s"] > 0 and resume["epoch_train_s"] > 0
     assert "| resnet18 | 32 | 4 | off |" in proc.stdout
+    # The breakdown timed the loader over every batch after its warm-up, and the step.
+    parts = result["breakdown"]
+    assert parts["loader_batches"] >= 2 and parts["loader_images_per_sec"] > 0 and parts["step_images_per_sec"] > 0
+    assert parts["step_ratio_to_plain"] == round(parts["step_images_per_sec"] / result["plain"]["images_per_sec"], 3)
     (variant,) = result["variants"]
     assert variant["overrides"] == {"num_workers": 0}
     assert variant["trainer"]["exit_code"] == 0 and variant["trainer"]["num_workers"] == 0
