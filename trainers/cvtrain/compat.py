@@ -75,6 +75,28 @@ def configure_cuda_backend() -> None:
     torch.backends.cudnn.allow_tf32 = True
 
 
+def page_lock(tensor: torch.Tensor) -> bool:
+    """Page-lock a CPU tensor's existing memory (cudaHostRegister) so copies from it to the
+    device are asynchronous DMA, as from pin_memory(); True when it is now pinned. Used for
+    memory that must stay where it is (shared with DataLoader workers), which pin_memory()
+    would copy instead."""
+    try:
+        cudart = torch.cuda.cudart()
+        err = cudart.cudaHostRegister(tensor.data_ptr(), tensor.numel() * tensor.element_size(), 0)
+    except Exception:
+        return False
+    if int(err) != 0:
+        return False
+    if tensor.is_pinned():
+        return True
+    cudart.cudaHostUnregister(tensor.data_ptr())
+    return False
+
+
+def page_unlock(tensor: torch.Tensor) -> None:
+    torch.cuda.cudart().cudaHostUnregister(tensor.data_ptr())
+
+
 def onnx_export_kwargs() -> dict[str, Any]:
     """torch >= 2.9 defaults torch.onnx.export to the dynamo exporter, which needs
     onnxscript and cannot trace torchvision's detection post-processing the same way;

@@ -48,6 +48,10 @@ MIN_BOX_SIDE = 1.0
 # Batches each DataLoader worker prepares ahead: slack for uneven decode times (big or
 # crowded images) at little memory cost, since batches are uint8.
 PREFETCH_FACTOR = 4
+# Slots of the training batch ring (datasets/batch_ring.py) beyond the batches in flight: the
+# copy to the GPU of a batch handed out this many steps ago must be done before its slot is
+# refilled, so the CPU may run this many steps ahead of the GPU's copies before it waits.
+RING_SPARE_SLOTS = 4
 # `num_workers: "auto"` uses this many workers at most. Estimate, to be checked with
 # bench/gpu_bench.py: a worker decodes and augments a 224-320 px JPEG in ~1-2 ms, so a dozen
 # outrun one GPU on these models, and every extra worker costs memory and start-up time.

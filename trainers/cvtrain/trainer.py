@@ -34,6 +34,7 @@ from . import callbacks as cb
 from . import compat, settings
 from .config import TrainingConfig
 from .datasets.formats import SplitIndex, read_splits
+from .datasets.batch_ring import RingLoader, ring_supported
 from .datasets.loading import EpochBatchSampler, make_loader, resolve_num_workers
 from .errors import ConfigError, CvtrainError, DatasetError, TrainingDiverged
 from .events import EventEmitter
@@ -124,6 +125,7 @@ class BaseTrainer:
             for fn in fns:
                 self.add_callback(hook, fn)
         self.stop_requested: str | None = None
+        self._warned_page_lock = False
         self._epoch_data_wait: float | None = None
         # The training batches' iterator and the (epoch, step) its next batch belongs to.
         self._train_iter: Iterator[dict[str, Any]] | None = None
@@ -270,10 +272,29 @@ class BaseTrainer:
         self.val_sampler = EpochBatchSampler(
             len(self.val_dataset), cfg.batch_size, cfg.seed, shuffle=False, drop_last=False, max_batches=cfg.max_val_batches
         )
-        self.train_loader = make_loader(self.train_dataset, self.train_sampler, workers, pin)
+        self.train_loader = self._train_loader(workers, pin)
         self.val_loader = make_loader(self.val_dataset, self.val_sampler, workers, pin)
         self.steps_per_epoch = self.train_sampler.batches_per_epoch()
         self.num_workers = workers
+
+    def _train_loader(self, workers: int, pin: bool) -> Any:
+        """The batch ring (datasets/batch_ring.py) for cvtrain's own datasets; the stock
+        DataLoader for a custom trainer's, or when CVTRAIN_BATCH_RING=0."""
+        if os.environ.get("CVTRAIN_BATCH_RING", "1") != "0" and ring_supported(self.train_dataset):
+            shape = (3, self.image_size, self.image_size)
+            return RingLoader(self.train_dataset, self.train_sampler, workers, self.cfg.batch_size, shape, self.device)
+        return make_loader(self.train_dataset, self.train_sampler, workers, pin)
+
+    def _warn_if_not_page_locked(self) -> None:
+        ring = getattr(self.train_loader, "ring", None)
+        if ring is not None and self.device.type == "cuda" and ring.page_locked is False and not self._warned_page_lock:
+            self._warned_page_lock = True
+            self.events.emit(
+                "warning",
+                code="page_lock_failed",
+                message="could not page-lock the training batch ring; each batch is copied to pinned memory first",
+                count=1,
+            )
 
     def val_batches(self) -> Iterator[dict[str, Any]]:
         """Validation batches with hooks, corrupt-sample accounting and stop checks."""
@@ -434,6 +455,7 @@ class BaseTrainer:
             through = self.cfg.epochs - 1 if self.load_across_epochs else None
             self.train_sampler.set_epoch(epoch, start_step, through_epoch=through)
             self._train_iter = iter(self.train_loader)
+            self._warn_if_not_page_locked()
         self._train_iter_at = None  # consumed below; set again only when the epoch completes
         for _ in range(start_step, self.steps_per_epoch):
             batch = next(self._train_iter)
@@ -661,6 +683,9 @@ class BaseTrainer:
                 for loader in ("train_loader", "val_loader"):
                     # Ends persistent workers now rather than at interpreter exit.
                     if hasattr(self, loader):
+                        close = getattr(getattr(self, loader), "close", None)
+                        if close is not None:
+                            close()
                         delattr(self, loader)
 
     def _emit_failed(self, exc: BaseException) -> None:
