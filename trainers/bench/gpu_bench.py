@@ -14,7 +14,7 @@ The resnet18 run is then resumed from its last checkpoint for one more epoch: ba
 and start-up time beyond a fresh run's, against one epoch of training ("resume adds no more
 than one epoch's worth of work"). Each run also reports the share of training time spent
 waiting for the DataLoader (data_wait_fraction). For resnet18 a step breakdown times, in the
-bench process, the DataLoader alone and the trainer's train_step on one batch (step_breakdown).
+bench process, the training loader alone and the trainer's train_step on one batch (step_breakdown).
 
 Also on the GPU machine: the ssdlite run exports ONNX and verifies it with onnxruntime,
 and a short RT-DETR (transformers) run exercises that family when transformers imports.
@@ -105,6 +105,13 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     return model, overrides
 
 
+def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """A variant's run.json keys, and its "env.NAME" keys as the trainer's environment."""
+    run_json = {k: v for k, v in overrides.items() if not k.startswith("env.")}
+    env = {k[4:]: str(v) for k, v in overrides.items() if k.startswith("env.")}
+    return run_json, env
+
+
 def _event_time(event: dict[str, Any]) -> float:
     return datetime.datetime.strptime(event["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp()
 
@@ -172,12 +179,13 @@ def run_trainer(
     case: dict[str, Any], data: str, work: str, device: str, workers: int, smoke: bool, overrides: dict[str, Any] | None = None, tag: str = ""
 ) -> dict[str, Any]:
     name = case["name"] + tag
+    overrides, env_overrides = split_overrides(overrides or {})
     cfg = trainer_config(case, data, os.path.join(work, "run_" + name), device, workers, smoke, name, overrides)
     cfg_path = os.path.join(work, name + ".json")
     events_path = os.path.join(work, name + ".events.jsonl")
     with open(cfg_path, "w") as fh:
         json.dump(cfg, fh)
-    env = dict(os.environ, PYTHONPATH=TRAINERS + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=TRAINERS + os.pathsep + os.environ.get("PYTHONPATH", ""), **env_overrides)
     t0 = time.monotonic()
     spawned = time.time()
     try:
@@ -224,6 +232,7 @@ def run_trainer(
         # Share of training time blocked on the DataLoader (median epoch after the first):
         # near 0, a gap to the plain loop is in the step; large, the run is input-bound.
         data_wait_fraction=_median_after_first([e.get("data_wait_fraction") for e in epochs]),
+        warnings=sorted({e["code"] for e in events if e["type"] == "warning"}),
         train_loss=[round(e["train_loss"], 4) for e in epochs],
         final_metrics=epochs[-1]["metrics"] if epochs else {},
     )
@@ -302,11 +311,12 @@ def plain_loop(case: dict[str, Any], data: str, device: torch.device, amp_name: 
 
 def step_breakdown(case: dict[str, Any], data: str, work: str, device: str, workers: int, smoke: bool, plain: dict[str, Any]) -> dict[str, Any]:
     """Splits the trainer's gap to the plain loop, in this process, with the trainer's own code:
-      loader_images_per_sec: the DataLoader alone (workers decoding, the pin-memory thread, no
+      loader_images_per_sec: the training loader alone (workers decoding, handing batches over, no
         GPU work): the input pipeline's ceiling. Near the trainer's figure: input-bound.
-      step_images_per_sec: BaseTrainer.train_step on one pinned batch, repeated: the step
-        without loading (copy to the device, conversion and normalisation there, loss
-        accumulators, LR schedule). Its ratio to the plain loop is the cost of those extras.
+      step_images_per_sec: BaseTrainer.train_step on one batch, repeated: the step without
+        loading (conversion and normalisation on the device, loss accumulators, LR schedule;
+        with the stock DataLoader also the copy to the device, which the batch ring makes
+        when it hands the batch out). Its ratio to the plain loop is the cost of those extras.
     With both well above the trainer's run, the rest of the gap is the two running together:
     the workers and the pin-memory thread taking CPU from the process that launches kernels."""
     from cvtrain.config import TrainingConfig
@@ -341,8 +351,12 @@ def step_breakdown(case: dict[str, Any], data: str, work: str, device: str, work
         trainer.train_step(batch)
     sync()
     step_ips = PLAIN_STEPS[smoke] * case["batch"] / (time.perf_counter() - t0)
-    # Its persistent workers go with the trainer, before the variants start theirs.
-    del batches, batch, trainer
+    # Its persistent workers end here, before the variants start theirs.
+    del batches, batch
+    close = getattr(trainer.train_loader, "close", None)
+    if close is not None:
+        close()
+    del trainer
     gc.collect()
     return {
         "loader_batches": timed,
@@ -390,7 +404,7 @@ def markdown(report: dict[str, Any]) -> str:
     if breakdowns:
         lines += [
             "",
-            "| model | DataLoader alone img/s (/ plain) | trainer's train_step on one pinned batch img/s (/ plain) |",
+            "| model | training loader alone img/s (/ plain) | trainer's train_step on one batch img/s (/ plain) |",
             "|---|---|---|",
         ]
         for model, x in breakdowns:
@@ -434,7 +448,7 @@ def main() -> int:
         action="append",
         default=[],
         metavar="MODEL:KEY=VALUE[,KEY=VALUE]",
-        help="one more trainer run of MODEL with these run.json overrides (VALUE is JSON), compared with the same plain loop; e.g. resnet18:num_workers=8",
+        help="one more trainer run of MODEL with these run.json overrides (VALUE is JSON; a KEY env.NAME sets the trainer's environment variable NAME instead), compared with the same plain loop; e.g. resnet18:num_workers=8",
     )
     args = ap.parse_args()
     try:
@@ -484,7 +498,7 @@ def main() -> int:
             entry["ratio"] = trainer["images_per_sec"] / plain["images_per_sec"]
             entry["pass"] = entry["ratio"] >= TARGET_RATIO
             if case.get("breakdown"):
-                log(f"[{case['name']}] step breakdown (DataLoader alone, train_step on one batch) ...")
+                log(f"[{case['name']}] step breakdown (training loader alone, train_step on one batch) ...")
                 entry["breakdown"] = step_breakdown(case, data, work, "cpu" if smoke else "cuda", workers, smoke, plain)
                 log(f"[{case['name']}] breakdown: {entry['breakdown']}")
             for model, overrides in variants:

@@ -23,11 +23,10 @@ export PYTHONUNBUFFERED=1
   # How the CPUs the DataLoader workers share with the training process are laid out.
   lscpu | grep -E '^(Model name|CPU\(s\)|Thread|Core|Socket|NUMA node\(s\)|CPU max MHz|L3)'
 } 2>&1 | tee "$OUT/env.txt"
-# resnet18 once more with 8 workers instead of 14, and once without augmentation (decoding only:
-# the least CPU the workers can take), against its step breakdown (DataLoader alone, train_step
-# alone): tells an input-bound run, per-step overhead and CPU contention apart. RT-DETR is
-# skipped: that family is unchanged since the two runs that trained it (RESULTS.md).
-BENCH_ARGS=${GPU_BENCH_ARGS:---variant resnet18:num_workers=8 --variant resnet18:augment=false --skip-rtdetr}
+# resnet18 once more with the stock DataLoader path instead of the batch ring (fresh shared
+# memory per batch, pin-memory thread), for an A/B on the same machine, beside its step
+# breakdown (training loader alone, train_step alone).
+BENCH_ARGS=${GPU_BENCH_ARGS:---variant resnet18:env.CVTRAIN_BATCH_RING=0}
 timeout 390 python3 trainers/bench/gpu_bench.py --out "$OUT/bench.json" --markdown "$OUT/bench.md" $BENCH_ARGS >"$OUT/bench.log" 2>&1
 echo "gpu_bench exit $?" | tee -a "$OUT/env.txt"
 tail -n 12 "$OUT/bench.log"

@@ -12,7 +12,7 @@ from conftest import _TRAINERS
 def test_gpu_bench_smoke(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, f"{_TRAINERS}/bench/gpu_bench.py", "--smoke", "--models", "resnet18", "--variant", "resnet18:num_workers=0", "--out", out, "--workdir", tmp_path / "w"],
+        [sys.executable, f"{_TRAINERS}/bench/gpu_bench.py", "--smoke", "--models", "resnet18", "--variant", "resnet18:num_workers=0", "--variant", "resnet18:env.CVTRAIN_BATCH_RING=0", "--out", out, "--workdir", tmp_path / "w"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -33,10 +33,13 @@ def test_gpu_bench_smoke(tmp_path):
     parts = result["breakdown"]
     assert parts["loader_batches"] >= 2 and parts["loader_images_per_sec"] > 0 and parts["step_images_per_sec"] > 0
     assert parts["step_ratio_to_plain"] == round(parts["step_images_per_sec"] / result["plain"]["images_per_sec"], 3)
-    (variant,) = result["variants"]
+    variant, stock_loader = result["variants"]
     assert variant["overrides"] == {"num_workers": 0}
     assert variant["trainer"]["exit_code"] == 0 and variant["trainer"]["num_workers"] == 0
     assert variant["trainer"]["ratio"] == variant["trainer"]["images_per_sec"] / result["plain"]["images_per_sec"]
+    # An env.NAME override goes to the trainer's environment, not run.json (which would refuse it).
+    assert stock_loader["overrides"] == {"env.CVTRAIN_BATCH_RING": 0}
+    assert stock_loader["trainer"]["exit_code"] == 0 and stock_loader["trainer"]["warnings"] == []
 
 
 def test_gpu_bench_variant_syntax():
@@ -47,6 +50,8 @@ def test_gpu_bench_variant_syntax():
     spec.loader.exec_module(bench)
     assert bench.parse_variant('resnet18:num_workers=8,amp="off",compile=true') == ("resnet18", {"num_workers": 8, "amp": "off", "compile": True})
     assert bench.parse_variant("fcos_resnet50_fpn:device=cuda:1") == ("fcos_resnet50_fpn", {"device": "cuda:1"})
+    _, overrides = bench.parse_variant("resnet18:env.CVTRAIN_BATCH_RING=0,num_workers=8")
+    assert bench.split_overrides(overrides) == ({"num_workers": 8}, {"CVTRAIN_BATCH_RING": "0"})
     for bad in ("resnet18", "resnet18:", ":num_workers=8", "resnet18:num_workers"):
         with pytest.raises(ValueError, match="--variant"):
             bench.parse_variant(bad)
