@@ -360,8 +360,8 @@ def step_breakdown(case: dict[str, Any], data: str, work: str, device: str, work
     gc.collect()
     return {
         "loader_batches": timed,
-        "loader_images_per_sec": round(loader_ips, 1),
-        "step_images_per_sec": round(step_ips, 1),
+        "loader_images_per_sec": loader_ips,
+        "step_images_per_sec": step_ips,
         "step_ratio_to_plain": round(step_ips / plain["images_per_sec"], 3),
         "loader_ratio_to_plain": round(loader_ips / plain["images_per_sec"], 3),
     }

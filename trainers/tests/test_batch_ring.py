@@ -92,6 +92,10 @@ def test_a_worker_refuses_a_slot_still_in_use():
         ring.fill(0, [item])
     ring.release(0)
     assert ring.fill(0, [item])["size"] == 1
+    # A slot an earlier iteration filled (a stale batch, never handed out) may be refilled.
+    assert ring.fill(0, [item, item], generation=1)["size"] == 2
+    with pytest.raises(RuntimeError, match="slot 0 is still in use"):
+        ring.fill(0, [item], generation=1)
     with pytest.raises(RuntimeError, match=r"images of shape \(3, 8, 8\), the dataset gave \(3, 9, 9\)"):
         ring.fill(1, [{"image": torch.zeros((3, 9, 9), dtype=torch.uint8), "label": 0}])
 
@@ -148,3 +152,25 @@ def test_trainer_takes_the_ring_for_its_own_datasets_only(datasets, tmp_path, mo
     assert isinstance(custom, torch.utils.data.DataLoader)
     batch = next(iter(custom))
     assert batch["images"].shape == (4, 3, 32, 32)
+
+
+def test_a_new_iteration_while_batches_are_in_flight(datasets):
+    """A new iterator over persistent workers first lets them finish the batches the old one
+    had sent ahead; those must not take the slots the new iteration fills."""
+    train, _ = read_splits(datasets["folder"], "image_folder", "train", "val")
+    ds = ClassificationDataset(train.samples, 32, train=True, augment=True, seed=3)
+
+    def sampler():
+        s = EpochBatchSampler(len(ds), 4, seed=3, shuffle=True, drop_last=True)
+        s.set_epoch(1, 0, through_epoch=2)
+        return s
+
+    stock = [_snapshot(b) for b in make_loader(ds, sampler(), 2, pin_memory=False)]
+    ring_loader = RingLoader(ds, sampler(), 2, 4, (3, 32, 32), torch.device("cpu"))
+    it = iter(ring_loader)
+    for _ in range(3):  # the loader has sent lookahead batches beyond these
+        next(it)
+    mine = [_snapshot(b) for b in ring_loader]
+    assert len(mine) == len(stock)
+    for a, b in zip(mine, stock):
+        _assert_same(a, b)

@@ -43,21 +43,30 @@ class BatchRing:
         self.images = torch.empty((count, batch_size, *image_shape), dtype=torch.uint8).share_memory_()
         # 1: a worker may fill the slot; 0: filled and not yet released by the training process.
         self.free = torch.ones(count, dtype=torch.int8).share_memory_()
+        # Number of the current iteration (a batch requested by an earlier one is stale), and
+        # the iteration whose batch each slot last held.
+        self.generation = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self.filled_by = torch.zeros(count, dtype=torch.int64).share_memory_()
         self.copies: list[Any] = [None] * count  # CUDA event after each slot's copy to the device
         # None until tried (RingLoader does, once its workers exist); False on the CPU.
         self.page_locked: bool | None = None if device.type == "cuda" else False
 
     # --- in a worker -------------------------------------------------------------------------
 
-    def fill(self, slot: int, items: list[Any]) -> dict[str, Any]:
+    def fill(self, slot: int, items: list[Any], generation: int = 0) -> dict[str, Any]:
         """`collate` for the ring: images into `slot`, everything else back as small objects
-        (numpy arrays pickle by value: no shared-memory segment per tensor)."""
-        if int(self.free[slot]) != 1:
+        (numpy arrays pickle by value: no shared-memory segment per tensor).
+
+        A slot not released yet may still be filled when an earlier iteration filled it: that
+        was a stale batch, finished before this iteration's first batch was sent and never
+        handed out."""
+        if int(self.free[slot]) != 1 and int(self.filled_by[slot]) == generation:
             raise RuntimeError(
                 f"batch ring slot {slot} is still in use by the training process; the DataLoader "
                 "sent more batches ahead than prefetch_factor * num_workers"
             )
         self.free[slot] = 0
+        self.filled_by[slot] = generation
         good = [it for it in items if not isinstance(it, Corrupt)]
         out: dict[str, Any] = {"slot": slot, "size": len(good), "bad": [(it.index, it.path, it.message) for it in items if isinstance(it, Corrupt)]}
         for j, it in enumerate(good):
@@ -134,7 +143,7 @@ class BatchRing:
 
 
 class _RingDataset(Dataset):
-    """Maps (sequence number, keys of one batch) to the ring's record of that batch."""
+    """Maps (iteration, sequence number, keys of one batch) to the ring's record of that batch."""
 
     def __init__(self, dataset: Dataset, ring: BatchRing):
         self.dataset = dataset
@@ -143,19 +152,28 @@ class _RingDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, key: tuple[int, list[Any]]) -> dict[str, Any]:
-        seq, keys = key
-        return self.ring.fill(seq % self.ring.count, [self.dataset[k] for k in keys])
+    def __getitem__(self, key: tuple[int, int, list[Any]]) -> dict[str, Any]:
+        generation, seq, keys = key
+        if generation != int(self.ring.generation[0]):
+            # Sent ahead by an iteration that was replaced (persistent workers finish those
+            # before a new iteration's first batch is sent, and the DataLoader drops what they
+            # return): its slot now belongs to the new iteration, so neither decode nor write.
+            # (A worker that checked just before the switch still writes; `fill` allows that.)
+            return {"stale": True}
+        return self.ring.fill(seq % self.ring.count, [self.dataset[k] for k in keys], generation)
 
 
 class _SequencedBatches(Sampler):
-    """The batch sampler's batches, numbered from 0 in every iteration."""
+    """The batch sampler's batches, numbered from 0 in every iteration, with the iteration's
+    number."""
 
-    def __init__(self, batches: EpochBatchSampler):
+    def __init__(self, batches: EpochBatchSampler, ring: BatchRing):
         self.batches = batches
+        self.ring = ring
 
-    def __iter__(self) -> Iterator[tuple[int, list[Any]]]:
-        return enumerate(self.batches)
+    def __iter__(self) -> Iterator[tuple[int, int, list[Any]]]:
+        generation = int(self.ring.generation[0])
+        return ((generation, seq, keys) for seq, keys in enumerate(self.batches))
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -176,7 +194,7 @@ class RingLoader:
             kwargs.update(persistent_workers=True, prefetch_factor=settings.PREFETCH_FACTOR, worker_init_fn=_worker_init)
         self.loader = DataLoader(
             _RingDataset(dataset, self.ring),
-            sampler=_SequencedBatches(sampler),
+            sampler=_SequencedBatches(sampler, self.ring),
             batch_size=None,
             collate_fn=_as_is,
             num_workers=num_workers,
@@ -194,9 +212,11 @@ class RingLoader:
         self.ring.close()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        # A new iteration first drains the previous one's batches (persistent workers) and
-        # then sends `lookahead` new ones at once: every slot must be free before.
+        # A new iteration first drains the previous one's batches (persistent workers; they
+        # are stale by then and skipped) and then sends `lookahead` new ones at once: every
+        # slot must be free before.
         self.ring.release_all()
+        self.ring.generation += 1
         it = iter(self.loader)
         if self.ring.page_locked is None:
             # Once the workers exist: a driver may hide page-locked memory from processes
