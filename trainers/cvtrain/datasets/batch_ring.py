@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .. import compat, settings
-from .loading import ClassificationDataset, Corrupt, DetectionDataset, EpochBatchSampler, _worker_init
+from .loading import ClassificationDataset, Corrupt, DetectionDataset, EpochBatchSampler, worker_options
 
 
 class BatchRing:
@@ -48,6 +48,7 @@ class BatchRing:
         self.generation = torch.zeros(1, dtype=torch.int64).share_memory_()
         self.filled_by = torch.zeros(count, dtype=torch.int64).share_memory_()
         self.copies: list[Any] = [None] * count  # CUDA event after each slot's copy to the device
+        self._events: list[Any] = [None] * count  # one per slot, recorded again at each use
         # None until tried (RingLoader does, once its workers exist); False on the CPU.
         self.page_locked: bool | None = None if device.type == "cuda" else False
 
@@ -122,9 +123,10 @@ class BatchRing:
             # Without page-locking, pin_memory() copies the batch first (what the stock
             # DataLoader's pin-memory thread does), so the copy to the device stays queued.
             images = (images if self.page_locked else images.pin_memory()).to(self.device, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
-            self.copies[slot] = event
+            if self._events[slot] is None:
+                self._events[slot] = torch.cuda.Event()
+            self._events[slot].record()
+            self.copies[slot] = self._events[slot]
         batch["images"] = images
         if "labels" in raw:
             batch["labels"] = self._small(raw["labels"], cuda)
@@ -189,18 +191,13 @@ class RingLoader:
     def __init__(self, dataset: Dataset, sampler: EpochBatchSampler, num_workers: int, batch_size: int, image_shape: tuple[int, ...], device: torch.device):
         self.lookahead = settings.PREFETCH_FACTOR * num_workers
         self.ring = BatchRing(self.lookahead + settings.RING_SPARE_SLOTS, batch_size, image_shape, device)
-        kwargs: dict[str, Any] = {}
-        if num_workers > 0:
-            kwargs.update(persistent_workers=True, prefetch_factor=settings.PREFETCH_FACTOR, worker_init_fn=_worker_init)
         self.loader = DataLoader(
             _RingDataset(dataset, self.ring),
             sampler=_SequencedBatches(sampler, self.ring),
             batch_size=None,
             collate_fn=_as_is,
-            num_workers=num_workers,
             pin_memory=False,
-            generator=torch.Generator(),  # see make_loader
-            **kwargs,
+            **worker_options(num_workers),
         )
 
     def __len__(self) -> int:

@@ -204,18 +204,16 @@ def resolve_num_workers(value: Any) -> int:
     return int(value)
 
 
-def make_loader(dataset: Dataset, sampler: EpochBatchSampler, num_workers: int, pin_memory: bool) -> DataLoader:
-    kwargs: dict[str, Any] = {}
+def worker_options(num_workers: int) -> dict[str, Any]:
+    """DataLoader arguments shared by every cvtrain loader: persistent workers (started once
+    per run), prefetching, signal handling, and a private generator (without it, creating an
+    iterator draws from the global torch RNG, and a resumed run, which creates one mid-epoch,
+    would drift from the original)."""
+    options: dict[str, Any] = {"num_workers": num_workers, "generator": torch.Generator()}
     if num_workers > 0:
-        kwargs.update(persistent_workers=True, prefetch_factor=settings.PREFETCH_FACTOR, worker_init_fn=_worker_init)
-    return DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        num_workers=num_workers,
-        collate_fn=collate,
-        pin_memory=pin_memory,
-        # A private generator: without it, creating an iterator draws from the global torch
-        # RNG, and a resumed run (which creates one mid-epoch) would drift from the original.
-        generator=torch.Generator(),
-        **kwargs,
-    )
+        options.update(persistent_workers=True, prefetch_factor=settings.PREFETCH_FACTOR, worker_init_fn=_worker_init)
+    return options
+
+
+def make_loader(dataset: Dataset, sampler: EpochBatchSampler, num_workers: int, pin_memory: bool) -> DataLoader:
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, pin_memory=pin_memory, **worker_options(num_workers))
