@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .. import compat, settings
-from .loading import ClassificationDataset, Corrupt, DetectionDataset, EpochBatchSampler, worker_options
+from .loading import ClassificationDataset, DetectionDataset, EpochBatchSampler, collate_labels, split_corrupt, worker_options
 
 
 class BatchRing:
@@ -37,7 +37,6 @@ class BatchRing:
 
     def __init__(self, count: int, batch_size: int, image_shape: tuple[int, ...], device: torch.device):
         self.count = count
-        self.batch_size = batch_size
         self.image_shape = tuple(image_shape)
         self.device = device
         self.images = torch.empty((count, batch_size, *image_shape), dtype=torch.uint8).share_memory_()
@@ -68,25 +67,15 @@ class BatchRing:
             )
         self.free[slot] = 0
         self.filled_by[slot] = generation
-        good = [it for it in items if not isinstance(it, Corrupt)]
-        out: dict[str, Any] = {"slot": slot, "size": len(good), "bad": [(it.index, it.path, it.message) for it in items if isinstance(it, Corrupt)]}
+        good, bad = split_corrupt(items)
+        out: dict[str, Any] = {"slot": slot, "size": len(good), "bad": bad}
         for j, it in enumerate(good):
             image = it["image"]
             if tuple(image.shape) != self.image_shape:
                 raise RuntimeError(f"batch ring holds images of shape {self.image_shape}, the dataset gave {tuple(image.shape)}")
             self.images[slot, j].copy_(image)
-        if not good:
-            return out
-        if "label" in good[0]:
-            out["labels"] = np.array([it["label"] for it in good], dtype=np.int64)
-        else:
-            out["targets"] = {
-                "boxes": np.concatenate([it["boxes"].numpy() for it in good]).reshape(-1, 4),
-                "labels": np.concatenate([it["labels"].numpy() for it in good]),
-                "counts": [int(it["labels"].shape[0]) for it in good],
-            }
-            if "meta" in good[0]:
-                out["meta"] = [it["meta"] for it in good]
+        if good:
+            out.update(collate_labels(good, as_numpy=True))
         return out
 
     # --- in the training process -------------------------------------------------------------

@@ -105,12 +105,41 @@ class ClassificationDataset(Dataset):
         return {"image": to_tensor(resize_classification(img, self.image_size, rng, self.augment)), "label": s.label}
 
 
-def collate(items: list[Any]) -> dict[str, Any]:
+def split_corrupt(items: list[Any]) -> tuple[list[Any], list[tuple[int, str, str]]]:
+    """(decoded items, (index, path, message) of each corrupt one)."""
     good = [it for it in items if not isinstance(it, Corrupt)]
-    bad = [(it.index, it.path, it.message) for it in items if isinstance(it, Corrupt)]
+    return good, [(it.index, it.path, it.message) for it in items if isinstance(it, Corrupt)]
+
+
+def collate_labels(good: list[Any], as_numpy: bool = False) -> dict[str, Any]:
+    """The batch's `labels` (classification) or packed `targets` and `meta` (detection), as
+    tensors, or as numpy arrays, which cross a process boundary pickled by value."""
+    out = (lambda t: t.numpy()) if as_numpy else (lambda t: t)
+    if "label" in good[0]:
+        return {"labels": out(torch.tensor([it["label"] for it in good], dtype=torch.int64))}
+    # Packed: three objects cross the worker -> main process queue instead of two
+    # tensors per image (each tensor is its own shared-memory handle to pass and
+    # rebuild, and its own host-to-device copy). `unpack_targets` splits them.
+    batch: dict[str, Any] = {
+        "targets": {
+            "boxes": out(torch.cat([it["boxes"] for it in good])),
+            "labels": out(torch.cat([it["labels"] for it in good])),
+            "counts": [int(it["labels"].shape[0]) for it in good],
+        }
+    }
+    if "meta" in good[0]:
+        batch["meta"] = [it["meta"] for it in good]
+    return batch
+
+
+def collate(items: list[Any]) -> dict[str, Any]:
+    good, bad = split_corrupt(items)
     batch: dict[str, Any] = {"bad": bad, "size": len(good)}
     if not good:
         return batch
+    batch["images"] = torch.stack([it["image"] for it in good])
+    batch.update(collate_labels(good))
+    return batch
     batch["images"] = torch.stack([it["image"] for it in good])
     if "label" in good[0]:
         batch["labels"] = torch.tensor([it["label"] for it in good], dtype=torch.int64)

@@ -59,9 +59,9 @@ def color_jitter(img: Image.Image, rng: np.random.Generator, strength: float) ->
     commute (scaling moves m with the image; saturation keeps every pixel's grey), so in any
     order they make  x -> b*c*(s*x + (1-s)*L(x)) + b*(1-c)*m,  one 3x3 matrix plus an offset
     that PIL applies in a single C pass (`convert` with a matrix), clipping and rounding once.
-    Three ImageEnhance calls, each a full blend with its own intermediate image, cost 2.2x as
-    much on a 224 px image on the dev machine (0.81 ms vs 0.37), in the DataLoader workers that
-    compete with the training process for CPU.
+    Three ImageEnhance calls, each a full blend with its own intermediate image, cost 2.3x as
+    much on a 224 px image on the dev machine (0.76 ms vs 0.33, bench/loader_bench.py), in the
+    DataLoader workers that compete with the training process for CPU.
     """
     lo, hi = 1.0 - strength, 1.0 + strength
     b, c, s = (float(v) for v in rng.uniform(lo, hi, size=3))

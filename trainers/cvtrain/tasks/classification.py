@@ -25,7 +25,7 @@ class ClassificationTrainer(BaseTrainer):
         return ClassificationDataset(samples, self.image_size, train, self.cfg.augment, self.cfg.seed)
 
     def normalized_input(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 NCHW (pinned) -> (x/255 - mean)/std in float on the device, in two kernels
+        """uint8 NCHW (pinned, or already on the device from the batch ring) -> (x/255 - mean)/std in float on the device, in two kernels
         (convert with the layout change, then one multiply-add) rather than five: in a
         launch-bound model such as resnet18 at batch 32, every launch is CPU time of the step."""
         x = images.to(self.device, non_blocking=True)
