@@ -7,7 +7,7 @@
 //   orgs/o/a/b.zip%d<version>  the bytes
 //   orgs/o/a/b.zip%t<random>   a write in progress
 //   orgs/o/a/b.zip%u           the claim of a write-once upload in progress (see claim())
-// Segments are stored with "%" escaped as "%25", so a file name ending in "%m", "%d..." or "%t..."
+// Segments are stored with "%" escaped as "%25", so a file name ending in "%m", "%d...", "%t..." or "%u"
 // can never be a directory's name: "a" and "a/b" can both be objects, as on S3. The data file is
 // versioned so a put switches content, size and metadata together by renaming one meta file, and a
 // reader holding the old version's descriptor keeps reading the old bytes.
