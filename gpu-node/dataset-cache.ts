@@ -13,7 +13,7 @@ import * as tar from 'tar';
 import yauzl from 'yauzl';
 import type { Logger } from '../src/lib/log.js';
 import { MAX_EXTRACT_RATIO } from './config.js';
-import { downloadVerified } from './transfers.js';
+import { downloadVerified, IntegrityError } from './transfers.js';
 
 /** An archive entry that would land outside the dataset folder, or is not a plain file or folder. */
 export class UnsafeArchiveError extends Error {
@@ -32,7 +32,28 @@ export class ArchiveFormatError extends Error {
   }
 }
 
+/**
+ * The archive in storage is not the one the API validated: never trained on, never retried into
+ * use. Names the version and both hashes, so the operator can tell which upload was replaced.
+ */
+export class DatasetIntegrityError extends IntegrityError {
+  constructor(
+    public readonly versionId: string | null,
+    expected: string,
+    actual: string,
+  ) {
+    super(expected, actual, `dataset version ${versionId ?? '(unknown)'}`);
+    this.message =
+      `dataset version ${versionId ?? '(unknown)'}: the archive in storage is not the one validated at finalize ` +
+      `(recorded sha256 ${expected}, downloaded ${actual}); upload it again as a new version`;
+    this.name = 'DatasetIntegrityError';
+  }
+}
+
 export interface DatasetSource {
+  /** The dataset version's id, for errors and logs. */
+  versionId?: string;
+  /** The sha256 the API recorded when it validated the archive: the only bytes ever used. */
   sha256: string;
   /** Presigned GET URL (absolute). */
   url: string;
@@ -100,6 +121,16 @@ export class DatasetCache {
     };
     try {
       let meta = this.readMeta(sha256);
+      // A folder whose record is of other bytes (interrupted or tampered) is not the recorded archive.
+      if (meta && meta.sha256 !== sha256) {
+        this.opts.logger.warn('dataset cache entry does not match its recorded sha256; downloading again', {
+          sha256,
+          recorded: meta.sha256,
+          versionId: source.versionId,
+        });
+        rmSync(this.datasetDir(sha256), { recursive: true, force: true });
+        meta = null;
+      }
       if (meta) {
         this.opts.logger.debug('dataset cache hit', { sha256 });
       } else {
@@ -220,7 +251,10 @@ export class DatasetCache {
       const { sizeBytes } = await downloadVerified(source.url, archive, source.sha256, {
         signal,
         headers: source.headers,
-        what: `dataset ${source.filename ?? source.sha256.slice(0, 12)}`,
+        what: `dataset version ${source.versionId ?? '(unknown)'} (${source.filename ?? source.sha256.slice(0, 12)})`,
+      }).catch((err: unknown) => {
+        if (err instanceof IntegrityError) throw new DatasetIntegrityError(source.versionId ?? null, err.expected, err.actual);
+        throw err;
       });
       const limit = Math.max(sizeBytes * (this.opts.maxExtractRatio ?? MAX_EXTRACT_RATIO), 64 * 1024 * 1024);
       const kind = await sniffArchive(archive);

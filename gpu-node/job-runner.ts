@@ -162,6 +162,7 @@ export class JobRunner {
         lease = await this.withDownloadRetries(() =>
           this.deps.datasets.acquire(
             {
+              versionId: payload.dataset.versionId,
               sha256: claim.grant.dataset.sha256,
               url: this.deps.api.resolve(claim.grant.dataset.url),
               headers: claim.grant.dataset.headers,

@@ -2,7 +2,7 @@
 // first use, so a deployment on local storage never loads it.
 import type { Readable } from 'node:stream';
 import type { ContainerClient, StorageSharedKeyCredential } from '@azure/storage-blob';
-import { StorageBackendError, StorageError, StorageNotFoundError, StorageRangeError } from './errors.js';
+import { StorageBackendError, StorageChangedError, StorageError, StorageNotFoundError, StorageRangeError } from './errors.js';
 import {
   attachmentDisposition,
   checkContentType,
@@ -91,7 +91,9 @@ export class AzureStorage implements Storage {
     const start = opts?.start ?? 0;
     const count = opts?.end !== undefined ? opts.end - start + 1 : undefined;
     try {
-      const out = await container.getBlobClient(key).download(ranged ? start : 0, ranged ? count : undefined);
+      const out = await container
+        .getBlobClient(key)
+        .download(ranged ? start : 0, ranged ? count : undefined, opts?.ifMatch !== undefined ? { conditions: { ifMatch: `"${opts.ifMatch}"` } } : {});
       const body = out.readableStreamBody as Readable;
       // Azurite answers a range starting exactly at the end with an empty 206 ("bytes 10-9/10")
       // where Azure answers 416; hold every service to the 416.
@@ -103,6 +105,7 @@ export class AzureStorage implements Storage {
       return body;
     } catch (err) {
       if (status(err) === 416) throw new StorageRangeError(key, start);
+      if (status(err) === 412 && opts?.ifMatch !== undefined) throw new StorageChangedError(key, opts.ifMatch);
       throw translate(err, 'get', key);
     }
   }
@@ -169,8 +172,11 @@ export class AzureStorage implements Storage {
     const expiresIn = checkExpiry(opts.expiresInSeconds);
     const contentType = checkContentType(opts.contentType);
     const expiresAt = new Date(Date.now() + expiresIn * 1000);
-    // A SAS cannot bind the Content-Type; it is only passed on as the header to send.
-    const url = await this.sasUrl(key, 'cw', expiresAt);
+    // A SAS cannot bind the Content-Type or If-None-Match; they are only passed on as headers to
+    // send. Write-once links get create permission alone, which Azure refuses for a blob that
+    // exists (403), so a client that drops If-None-Match still cannot overwrite a stored blob;
+    // the header is what settles two uploads racing to create it.
+    const url = await this.sasUrl(key, opts.onlyIfAbsent ? 'c' : 'cw', expiresAt);
     return {
       method: 'PUT',
       url,

@@ -51,3 +51,24 @@ export class StorageInputError extends StorageError {}
 
 /** The backend refused our credentials or is unreachable/misconfigured. */
 export class StorageBackendError extends StorageError {}
+
+/** A write-once put (or upload link) onto a key that already holds an object; nothing was written. */
+export class StorageExistsError extends StorageError {
+  constructor(public readonly key: string) {
+    super(`"${key}" already exists and this upload writes once`);
+  }
+}
+
+/** A write-once put while another upload to the same key is still being received; nothing was written. */
+export class StorageUploadInProgressError extends StorageError {
+  constructor(public readonly key: string) {
+    super(`another upload to "${key}" is in progress`);
+  }
+}
+
+/** A read pinned to one version (GetOptions.ifMatch) found the object replaced since. */
+export class StorageChangedError extends StorageError {
+  constructor(public readonly key: string, public readonly expectedEtag: string) {
+    super(`"${key}" changed since it was first read (expected etag ${expectedEtag})`);
+  }
+}

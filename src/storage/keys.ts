@@ -181,6 +181,9 @@ export function orgScoped(storage: Storage, organizationId: string): OrgStorage 
     presignPut: (key: string, opts: PresignPutOptions): Promise<PresignedRequest> =>
       call(() => storage.presignPut(own(key), opts)),
     sha256: (key: string): Promise<string> => call(() => storage.sha256(own(key))),
+    ...(storage.uploadInProgress
+      ? { uploadInProgress: (key: string): Promise<boolean> => call(() => storage.uploadInProgress!(own(key))) }
+      : {}),
     // The scoped view does not own the backend: several organizations share the platform's.
     close: async () => {},
   };

@@ -5,12 +5,23 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createLogger, errorFields } from '../lib/log.js';
-import { StorageError, StorageInputError, StorageKeyError, StorageNotFoundError, StorageRangeError, StorageTooLargeError } from './errors.js';
+import {
+  StorageError,
+  StorageExistsError,
+  StorageInputError,
+  StorageKeyError,
+  StorageNotFoundError,
+  StorageRangeError,
+  StorageTooLargeError,
+  StorageUploadInProgressError,
+} from './errors.js';
 import { attachmentDisposition, checkContentType, checkKey } from './keys.js';
 import { LOCAL_STORAGE_PATH, type LocalStorage } from './local.js';
 import type { GetOptions } from './types.js';
 
 const log = createLogger('storage:http');
+
+const WRITTEN_ONCE = 'Precondition Failed: this upload link writes once and the object exists';
 
 export interface LocalStorageHandlerOptions {
   /** Largest upload accepted; 413 above it, whether announced by Content-Length or found while streaming. */
@@ -80,11 +91,10 @@ async function handle(storage: LocalStorage, maxUploadBytes: number, req: Incomi
     throw err;
   }
   if (method === 'PUT') {
-    // Write-once links (dataset archives): a second upload would silently change finalized data.
-    if (check.grant.once && (await storage.head(key))) {
-      return send(res, 412, 'Precondition Failed: this upload link writes once and the object exists', true);
-    }
-    return upload(storage, maxUploadBytes, key, check.grant.contentType, req, res);
+    // Write-once links (dataset archives): a second upload would silently change validated data.
+    // This check only answers early; put() enforces it against concurrent uploads.
+    if (check.grant.once && (await storage.head(key))) return send(res, 412, WRITTEN_ONCE, true);
+    return upload(storage, maxUploadBytes, key, check.grant.contentType, check.grant.once === true, req, res);
   }
   return download(storage, key, check.grant.filename, method === 'HEAD', req, res);
 }
@@ -94,6 +104,7 @@ async function upload(
   maxUploadBytes: number,
   key: string,
   signedType: string | null,
+  once: boolean,
   req: IncomingMessage,
   res: ServerResponse,
 ) {
@@ -113,7 +124,7 @@ async function upload(
     return send(res, 413, `Upload exceeds the limit of ${maxUploadBytes} bytes`, true);
   }
   try {
-    const result = await storage.put(key, requestBody(req), { contentType, maxBytes: maxUploadBytes });
+    const result = await storage.put(key, requestBody(req), { contentType, maxBytes: maxUploadBytes, onlyIfAbsent: once });
     res.writeHead(200, {
       'content-type': 'application/json',
       etag: `"${result.etag}"`,
@@ -122,6 +133,10 @@ async function upload(
     res.end(JSON.stringify({ size: result.size, sha256: result.sha256 }));
   } catch (err) {
     if (err instanceof StorageTooLargeError) return send(res, 413, err.message, true);
+    if (err instanceof StorageExistsError) return send(res, 412, WRITTEN_ONCE, true);
+    if (err instanceof StorageUploadInProgressError) {
+      return send(res, 409, 'Conflict: an upload to this link is in progress; this link writes once', true);
+    }
     // The client went away mid-upload: the partial file is already removed, nobody is listening.
     if (req.destroyed && !req.complete) return;
     throw err;

@@ -6,16 +6,24 @@
 //   orgs/o/a/b.zip%m           JSON: size, sha256, content type, metadata, and the current data version
 //   orgs/o/a/b.zip%d<version>  the bytes
 //   orgs/o/a/b.zip%t<random>   a write in progress
-// Segments are stored with "%" escaped as "%25", so a file name ending in "%m", "%d..." or "%t..."
+//   orgs/o/a/b.zip%u           the claim of a write-once upload in progress (see claim())
+// Segments are stored with "%" escaped as "%25", so a file name ending in "%m", "%d...", "%t..." or "%u"
 // can never be a directory's name: "a" and "a/b" can both be objects, as on S3. The data file is
 // versioned so a put switches content, size and metadata together by renaming one meta file, and a
 // reader holding the old version's descriptor keeps reading the old bytes.
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rmdir, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { StorageKeyError, StorageNotFoundError, StorageRangeError } from './errors.js';
+import {
+  StorageChangedError,
+  StorageExistsError,
+  StorageKeyError,
+  StorageNotFoundError,
+  StorageRangeError,
+  StorageUploadInProgressError,
+} from './errors.js';
 import { checkContentType, checkDownloadName, checkExpiry, checkKey, checkMetadata, checkPrefix } from './keys.js';
 import { HashingCounter, resolveRange, sha256Of, toReadable } from './streams.js';
 import type {
@@ -35,6 +43,7 @@ export const LOCAL_STORAGE_PATH = '/storage/';
 const META = '%m';
 const DATA = '%d';
 const TEMP = '%t';
+const CLAIM = '%u';
 const esc = (segment: string) => segment.replaceAll('%', '%25');
 const unesc = (name: string) => name.replaceAll('%25', '%');
 
@@ -56,6 +65,21 @@ export interface LocalStorageOptions {
   publicUrl: string;
   /** Seconds since the epoch; replaceable so tests can move time. */
   now?: () => number;
+  /**
+   * A write-once upload touches its claim this often while it runs; a claim untouched for
+   * `claimStaleMs` was left by a process that died mid-upload and may be taken over.
+   */
+  claimRefreshMs?: number;
+  claimStaleMs?: number;
+}
+
+export interface LocalPutOptions extends PutOptions {
+  /**
+   * Write-once: StorageUploadInProgressError while another write-once put of the key runs,
+   * StorageExistsError when the object exists (checked again at the commit, which cannot
+   * replace an object another put committed first). What upload links signed `once` use.
+   */
+  onlyIfAbsent?: boolean;
 }
 
 /** What a presigned link grants, once its signature and expiry check out. */
@@ -76,6 +100,8 @@ export class LocalStorage implements Storage {
   private readonly secret: Buffer;
   private base: string;
   private readonly now: () => number;
+  private readonly claimRefreshMs: number;
+  private readonly claimStaleMs: number;
 
   constructor(opts: LocalStorageOptions) {
     if (opts.secret.length < 32) throw new Error('the local storage secret must be at least 32 bytes');
@@ -83,6 +109,8 @@ export class LocalStorage implements Storage {
     this.secret = opts.secret;
     this.base = opts.publicUrl.replace(/\/+$/, '');
     this.now = opts.now ?? (() => Math.floor(Date.now() / 1000));
+    this.claimRefreshMs = opts.claimRefreshMs ?? 5_000;
+    this.claimStaleMs = opts.claimStaleMs ?? 30_000;
   }
 
   get publicUrl(): string {
@@ -94,17 +122,44 @@ export class LocalStorage implements Storage {
     this.base = url.replace(/\/+$/, '');
   }
 
-  async put(key: string, body: Readable | Uint8Array, opts: PutOptions = {}): Promise<PutResult> {
+  async put(key: string, body: Readable | Uint8Array, opts: LocalPutOptions = {}): Promise<PutResult> {
     const { dir, base } = this.locate(key);
     const contentType = checkContentType(opts.contentType) ?? null;
     const metadata = checkMetadata(opts.metadata);
+    if (!opts.onlyIfAbsent) return this.write(key, dir, base, body, contentType, metadata, opts.maxBytes, false);
+    const claim = await this.claim(key, dir, base);
+    try {
+      return await this.write(key, dir, base, body, contentType, metadata, opts.maxBytes, true);
+    } finally {
+      await claim.release();
+    }
+  }
+
+  /** Whether a write-once put of `key` holds a live claim (the API refuses to finalize meanwhile). */
+  async uploadInProgress(key: string): Promise<boolean> {
+    const { dir, base } = this.locate(key);
+    return this.liveClaim(path.join(dir, base + CLAIM));
+  }
+
+  private async write(
+    key: string,
+    dir: string,
+    base: string,
+    body: Readable | Uint8Array,
+    contentType: string | null,
+    metadata: Record<string, string>,
+    maxBytes: number | undefined,
+    once: boolean,
+  ): Promise<PutResult> {
     const version = randomBytes(12).toString('hex');
     const temp = path.join(dir, `${base}${TEMP}${version}`);
     const data = path.join(dir, `${base}${DATA}${version}`);
     const metaPath = path.join(dir, base + META);
-    const counter = new HashingCounter(opts.maxBytes);
+    const counter = new HashingCounter(maxBytes);
     let renamed = false;
     try {
+      // Refused before a byte is read; the commit below checks again, atomically.
+      if (once && (await this.readMeta(metaPath))) throw new StorageExistsError(key);
       const fh = await openCreatingDir(temp, dir);
       // flush: fsync before close, so the object is durable before the rename makes it visible
       // (a crash must not leave a torn object). The stream closes the handle, on error too.
@@ -120,6 +175,10 @@ export class LocalStorage implements Storage {
         metadata,
         modified: new Date().toISOString(),
       };
+      if (once) {
+        if (!(await writeFileExclusive(metaPath, `${temp}m`, JSON.stringify(meta)))) throw new StorageExistsError(key);
+        return { key, size: meta.size, sha256: meta.sha256, etag: meta.sha256 };
+      }
       const previous = await this.readMeta(metaPath);
       await writeFileAtomic(metaPath, `${temp}m`, JSON.stringify(meta));
       if (previous && previous.version !== version) {
@@ -149,6 +208,7 @@ export class LocalStorage implements Storage {
     for (let attempt = 0; attempt < 5; attempt++) {
       const meta = await this.readMeta(path.join(dir, base + META));
       if (!meta) break;
+      if (opts?.ifMatch !== undefined && opts.ifMatch !== meta.sha256) throw new StorageChangedError(key, opts.ifMatch);
       const range = resolveRange(meta.size, opts);
       if (!range) throw new StorageRangeError(key, opts?.start ?? 0, meta.size);
       let fh: FileHandle;
@@ -289,6 +349,59 @@ export class LocalStorage implements Storage {
     return resolved;
   }
 
+  /**
+   * Claims the key for one write-once put: exclusive creation of the claim file, so a second
+   * put (in this process or another sharing the root) sees it and is refused while the first
+   * runs. The claim is touched while the put runs; one left by a process that died is taken
+   * over once stale. Two takers of one stale claim may both proceed; the exclusive commit in
+   * write() still lets only one of them store an object.
+   */
+  private async claim(key: string, dir: string, base: string): Promise<{ release(): Promise<void> }> {
+    const file = path.join(dir, base + CLAIM);
+    const token = randomBytes(12).toString('hex');
+    for (let attempt = 0; ; attempt++) {
+      let fh: FileHandle;
+      try {
+        fh = await openCreatingDir(file, dir);
+      } catch (err) {
+        if (!isCode(err, 'EEXIST')) throw err;
+        if (attempt >= 2 || (await this.liveClaim(file))) throw new StorageUploadInProgressError(key);
+        await unlinkQuiet(file);
+        continue;
+      }
+      const held = fh;
+      try {
+        await held.writeFile(token);
+      } catch (err) {
+        await held.close();
+        await unlinkQuiet(file);
+        throw err;
+      }
+      const timer = setInterval(() => {
+        const now = new Date();
+        held.utimes(now, now).catch(() => {});
+      }, this.claimRefreshMs);
+      timer.unref();
+      return {
+        release: async () => {
+          clearInterval(timer);
+          await held.close().catch(() => {});
+          // Only our own: after a stale takeover the file may be another put's claim.
+          if ((await readFile(file, 'utf8').catch(() => null)) === token) await unlinkQuiet(file);
+        },
+      };
+    }
+  }
+
+  private async liveClaim(file: string): Promise<boolean> {
+    try {
+      return Date.now() - (await stat(file)).mtimeMs < this.claimStaleMs;
+    } catch (err) {
+      if (isCode(err, 'ENOENT') || isCode(err, 'ENOTDIR')) return false;
+      throw err;
+    }
+  }
+
   private async readMeta(metaPath: string): Promise<MetaFile | null> {
     try {
       return JSON.parse(await readFile(metaPath, 'utf8')) as MetaFile;
@@ -375,6 +488,29 @@ async function writeFileAtomic(target: string, temp: string, content: string): P
   } catch (err) {
     await unlinkQuiet(temp);
     throw err;
+  }
+}
+
+/**
+ * Like writeFileAtomic, but never replaces `target`: link(), unlike rename(), fails when the
+ * target exists, so of two commits racing for one key exactly one wins. False: it existed.
+ */
+async function writeFileExclusive(target: string, temp: string, content: string): Promise<boolean> {
+  const fh = await open(temp, 'wx', 0o600);
+  try {
+    await writeFile(fh, content);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  try {
+    await link(temp, target);
+    return true;
+  } catch (err) {
+    if (isCode(err, 'EEXIST')) return false;
+    throw err;
+  } finally {
+    await unlinkQuiet(temp);
   }
 }
 

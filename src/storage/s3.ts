@@ -3,7 +3,7 @@
 // loads it.
 import type { Readable } from 'node:stream';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { StorageBackendError, StorageError, StorageNotFoundError, StorageRangeError } from './errors.js';
+import { StorageBackendError, StorageChangedError, StorageError, StorageNotFoundError, StorageRangeError } from './errors.js';
 import { attachmentDisposition, checkContentType, checkDownloadName, checkExpiry, checkKey, checkMetadata, checkPrefix } from './keys.js';
 import { HashingCounter, resolveRange, sha256Of, toReadable } from './streams.js';
 import type {
@@ -103,11 +103,13 @@ export class S3Storage implements Storage {
           Bucket: this.cfg.bucket,
           Key: key,
           Range: ranged ? `bytes=${opts?.start ?? 0}-${opts?.end ?? ''}` : undefined,
+          IfMatch: opts?.ifMatch !== undefined ? `"${opts.ifMatch}"` : undefined,
         }),
       );
       return out.Body as Readable;
     } catch (err) {
       if (status(err) === 416) throw new StorageRangeError(key, opts?.start ?? 0);
+      if (status(err) === 412 && opts?.ifMatch !== undefined) throw new StorageChangedError(key, opts.ifMatch);
       throw translate(err, 'get', key);
     }
   }

@@ -26,6 +26,11 @@ export interface PutResult {
 export interface GetOptions {
   start?: number;
   end?: number;
+  /**
+   * The etag head() (or put()) reported: the read fails with StorageChangedError if the object
+   * was replaced since, so several ranged reads of one object all see the same bytes.
+   */
+  ifMatch?: string;
 }
 
 export interface ObjectInfo {
@@ -54,9 +59,11 @@ export interface PresignGetOptions {
 export interface PresignPutOptions {
   expiresInSeconds: number;
   /**
-   * Write-once: the upload is refused when the object already exists (412). Local: signed and
-   * enforced; S3: a signed If-None-Match: *; Azure: If-None-Match: * is among the headers to send,
-   * but a SAS cannot bind it, so a client that drops the header could still overwrite.
+   * Write-once: the upload is refused when the object already exists, and (local, S3, Azure with
+   * the header sent) when another upload lands first. Local: signed, and enforced by the server
+   * with an exclusive claim and an exclusive commit (409 while one is in flight, 412 after); S3:
+   * a signed If-None-Match: * (412 from the service); Azure: a create-only SAS plus
+   * If-None-Match: * among the headers to send (409). The README says what each guarantees.
    */
   onlyIfAbsent?: boolean;
   /** Bound into the signature where the backend can (local, S3): the upload must send exactly this Content-Type. */
@@ -89,6 +96,12 @@ export interface Storage {
   presignPut(key: string, opts: PresignPutOptions): Promise<PresignedRequest>;
   /** Hex SHA-256 of the stored bytes, read back by streaming. */
   sha256(key: string): Promise<string>;
+  /**
+   * Whether a write-once upload to `key` is being received right now. Only backends that receive
+   * uploads themselves (local) can know; on S3 and Azure the service refuses the later of two
+   * conditional PUTs instead, so they leave this out.
+   */
+  uploadInProgress?(key: string): Promise<boolean>;
   /** Releases sockets and clients; the instance is unusable afterwards. */
   close(): Promise<void>;
 }

@@ -8,6 +8,8 @@ import { parseInput, trimmedName } from '../../lib/validate.js';
 import { Loader } from '../../lib/loader.js';
 import { camelJsonRow, camelRow, selectByIdsInOrg, type JsonRowSpec } from '../../db/rows.js';
 import { randomUUID } from 'node:crypto';
+import { StorageChangedError } from '../../storage/errors.js';
+import type { ObjectInfo } from '../../storage/types.js';
 import { resolveOrgStorage } from '../storage/service.js';
 import { storageSource } from './archive-source.js';
 import { archiveContainer, validateDatasetArchive } from './validation/index.js';
@@ -233,6 +235,10 @@ export class DatasetService {
       throw new ConflictError(`This version is already ${version.status}; upload a new version to change the data`);
     }
     const { storage } = await resolveOrgStorage(this.ctx.app, em, me.orgId, version.storageProfileId ?? null);
+    // Local storage knows about uploads it is receiving; S3 and Azure refuse a late conditional PUT instead.
+    if (await storage.uploadInProgress?.(version.archiveKey)) {
+      throw new ConflictError('An upload to this version is still in progress; finalize once it has finished');
+    }
     const info = await storage.head(version.archiveKey);
     if (!info) throw new ValidationError('id', 'nothing has been uploaded for this version yet (PUT the archive to its uploadUrl)');
     // Claim the version: two concurrent finalizes must not both validate and write.
@@ -244,12 +250,17 @@ export class DatasetService {
     );
     if (!claimed.length) throw new ConflictError('This version is being validated by another request');
     try {
-      const report = await validateDatasetArchive(storageSource(storage, version.archiveKey, info.size), {
+      const report = await validateDatasetArchive(storageSource(storage, version.archiveKey, info.size, info.etag), {
         format: version.format,
         archiveName: version.filename,
         tempDir: this.ctx.config.dataDir,
         limits: this.ctx.config.datasetLimits,
       });
+      // The sha256 recorded is of the bytes validated; they are the stored object only if it is
+      // still the one head() saw (the pinned reads cover the validation, this the time since).
+      if (report.sizeBytes !== info.size || !sameObject(info, await storage.head(version.archiveKey))) {
+        throw new StorageChangedError(version.archiveKey, info.etag ?? '');
+      }
       const [row] = await this.ctx.app.sql.query<Record<string, unknown>>(
         `update dataset_versions set status = ?, sha256 = ?, size_bytes = ?, class_names = ?, splits = ?, problems = ?,
            finalized_at = now(), updated_at = now() where id = ? returning *`,
@@ -266,8 +277,13 @@ export class DatasetService {
       this.versionById.clear(id);
       return camelRow<DatasetVersionRecord>(row, ['sizeBytes']);
     } catch (err) {
-      // Reading failed (storage down): back to UPLOADING so the user can finalize again.
+      // Reading failed (storage down, or the object changed): back to UPLOADING so the user can finalize again.
       await this.ctx.app.sql.query(`update dataset_versions set status = 'UPLOADING' where id = ? and status = 'VALIDATING'`, [id]);
+      if (err instanceof StorageChangedError || (err as { cause?: unknown } | null)?.cause instanceof StorageChangedError) {
+        throw new ConflictError(
+          'The archive changed while it was being validated, so nothing was recorded; finalize again to validate what is stored now',
+        );
+      }
       throw err;
     }
   }
@@ -293,4 +309,9 @@ export class DatasetService {
     }
     return datasetRecord(dataset);
   }
+}
+
+/** The same stored object: a replacement changes the etag (local: the sha256; S3, Azure: per write) or at least the time. */
+function sameObject(a: ObjectInfo, b: ObjectInfo | null): boolean {
+  return b !== null && a.etag === b.etag && a.size === b.size && a.lastModified.getTime() === b.lastModified.getTime();
 }
