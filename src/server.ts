@@ -158,6 +158,7 @@ export async function startServer(app: App, opts: { port?: number; host?: string
   httpServer.keepAliveTimeout = 5_000;
 
   const websocket = startWebsocketServer(app, { httpServer, path: GRAPHQL_PATH, yoga, persisted });
+  await websocket.ready;
 
   await new Promise<void>((resolve, reject) => {
     httpServer.once('error', reject);
