@@ -68,6 +68,8 @@ async function startPlatform(): Promise<Platform> {
     ...benchSecrets(),
     CVTRAIN_DATA_DIR: mkdtempSync(path.join(tmpdir(), 'cvtrain-pbench-')),
     CVTRAIN_LOCAL_GPU_NODE: '0',
+    // The fan-out opens 10,000 sockets with one user's token, far above the per-user cap of real use.
+    CVTRAIN_WS_MAX_CONNECTIONS_PER_USER: '100000',
   };
   const api = await startBenchApi(env);
   const p = { url: api.url, wsUrl: api.wsUrl };

@@ -94,6 +94,18 @@ const envSchema = z.object({
   CVTRAIN_WORKERS: z.enum(['0', '1', 'true', 'false']).default('1'),
   // How often a live subscription re-checks its caller's credentials (revoked keys, removed members).
   CVTRAIN_SUBSCRIPTION_REAUTH_MS: intFrom(100, 3_600_000).default(30_000),
+  // --- websockets (src/graphql/websocket.ts; README "The API") ---
+  // connection_init, which carries the credentials, must arrive this soon after the socket opens
+  // (else close 4408): a socket that never authenticates still holds memory and a descriptor.
+  CVTRAIN_WS_INIT_TIMEOUT_MS: intFrom(100, 60_000).default(3000),
+  // Open connections per user and per API key on one API process; the next is closed with 4429.
+  // A dashboard tab or a script needs one, so 50 is far above honest use and far below 300
+  // connections x 10 subscriptions held by one probe.
+  CVTRAIN_WS_MAX_CONNECTIONS_PER_USER: intFrom(1, 1_000_000).default(50),
+  CVTRAIN_WS_MAX_CONNECTIONS_PER_API_KEY: intFrom(1, 1_000_000).default(50),
+  // Operations running at once on one connection; the next is refused with LIMIT_EXCEEDED.
+  // The dashboard runs a handful; 1,000 on one connection cost a probe 1.76 s of server CPU.
+  CVTRAIN_WS_MAX_SUBSCRIPTIONS_PER_CONNECTION: intFrom(1, 100_000).default(100),
   // --- dataset archive validation (zip-bomb and size limits; defaults in datasets/validation/limits.ts) ---
   CVTRAIN_DATASET_MAX_ENTRIES: intFrom(1, 100_000_000).optional(),
   CVTRAIN_DATASET_MAX_UNCOMPRESSED_BYTES: intFrom(1, Number.MAX_SAFE_INTEGER).optional(),
@@ -158,6 +170,13 @@ export interface Config {
   localGpuNode: boolean;
   workers: boolean;
   subscriptionReauthMs: number;
+  /** Websocket limits (CVTRAIN_WS_*). */
+  ws: {
+    initTimeoutMs: number;
+    maxConnectionsPerUser: number;
+    maxConnectionsPerApiKey: number;
+    maxSubscriptionsPerConnection: number;
+  };
   storage: StorageSettings;
   /** Overrides of the archive validator's limits; unset ones keep their defaults. */
   datasetLimits: {
@@ -259,6 +278,12 @@ export function loadConfig(
     localGpuNode: e.CVTRAIN_LOCAL_GPU_NODE === '1' || e.CVTRAIN_LOCAL_GPU_NODE === 'true',
     workers: e.CVTRAIN_WORKERS === '1' || e.CVTRAIN_WORKERS === 'true',
     subscriptionReauthMs: e.CVTRAIN_SUBSCRIPTION_REAUTH_MS,
+    ws: {
+      initTimeoutMs: e.CVTRAIN_WS_INIT_TIMEOUT_MS,
+      maxConnectionsPerUser: e.CVTRAIN_WS_MAX_CONNECTIONS_PER_USER,
+      maxConnectionsPerApiKey: e.CVTRAIN_WS_MAX_CONNECTIONS_PER_API_KEY,
+      maxSubscriptionsPerConnection: e.CVTRAIN_WS_MAX_SUBSCRIPTIONS_PER_CONNECTION,
+    },
     datasetLimits: Object.fromEntries(
       Object.entries({
         maxEntries: e.CVTRAIN_DATASET_MAX_ENTRIES,

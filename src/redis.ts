@@ -17,6 +17,8 @@ export interface RedisNames {
   sessionTopic(sessionId: string): string;
   epochsTopic(sessionId: string): string;
   nodesTopic: string;
+  /** Revoked API keys and removed members: every replica closes their websocket connections. */
+  credentialsTopic: string;
 }
 
 export function redisNames(prefix: string): RedisNames {
@@ -30,6 +32,7 @@ export function redisNames(prefix: string): RedisNames {
     sessionTopic: (id) => `${prefix}session:${id}`,
     epochsTopic: (id) => `${prefix}epochs:${id}`,
     nodesTopic: `${prefix}nodes`,
+    credentialsTopic: `${prefix}credentials-revoked`,
   };
 }
 

@@ -6,16 +6,15 @@ import { maxDepthPlugin } from '@escape.tech/graphql-armor-max-depth';
 import { useCSRFPrevention } from '@graphql-yoga/plugin-csrf-prevention';
 import { usePersistedOperations } from '@graphql-yoga/plugin-persisted-operations';
 import { useGraphQlJit } from '@envelop/graphql-jit';
-import { GraphQLError, Kind, type ExecutionArgs } from 'graphql';
-import { useServer } from 'graphql-ws/use/ws';
+import { GraphQLError, Kind } from 'graphql';
 import { createYoga, maskError, type Plugin } from 'graphql-yoga';
-import { WebSocketServer } from 'ws';
 import { listeningUrl, type App } from './app.js';
 import { createRequestContext, type RequestContext } from './graphql/context.js';
 import { createLocalStorageHandler } from './storage/local-http.js';
 import { loadPersistedOperations } from './graphql/persisted.js';
 import { createResponseCache, type ResponseCache } from './graphql/response-cache.js';
 import { useSharedSubscriptionExecution } from './graphql/shared-subscriptions.js';
+import { startWebsocketServer } from './graphql/websocket.js';
 import { schema } from './graphql/schema.js';
 import { AppError, ValidationError } from './lib/errors.js';
 import { createLogger, errorFields } from './lib/log.js';
@@ -158,48 +157,8 @@ export async function startServer(app: App, opts: { port?: number; host?: string
   httpServer.headersTimeout = 10_000;
   httpServer.keepAliveTimeout = 5_000;
 
-  const wsServer = new WebSocketServer({ server: httpServer, path: GRAPHQL_PATH, maxPayload: config.maxBodyBytes });
-  const wsCleanup = useServer<{ authorization?: string }, { ctx?: RequestContext }>(
-    {
-      execute: (args: ExecutionArgs) => (args.rootValue as { execute: typeof import('graphql').execute }).execute(args),
-      subscribe: (args: ExecutionArgs) =>
-        (args.rootValue as { subscribe: typeof import('graphql').subscribe }).subscribe(args),
-      onSubscribe: async (wsCtx, _id, payload) => {
-        const authorization =
-          typeof wsCtx.connectionParams?.authorization === 'string' ? wsCtx.connectionParams.authorization : null;
-        const reqCtx = createRequestContext(app, { authorization });
-        const principal = await reqCtx.principal();
-        const persistedHash = (payload.extensions as { persistedQuery?: { sha256Hash?: string } } | undefined)
-          ?.persistedQuery?.sha256Hash;
-        let query = payload.query;
-        if (persistedHash) {
-          query = persisted.get(persistedHash) ?? '';
-          if (!query) return [new GraphQLError('PersistedQueryNotFound')];
-        } else if (principal?.persistedOnly) {
-          return [new GraphQLError('This API key may only run persisted operations')];
-        }
-        const enveloped = yoga.getEnveloped({ ...reqCtx, params: payload, request: undefined });
-        let document;
-        try {
-          document = enveloped.parse(query);
-        } catch (err) {
-          return [err instanceof GraphQLError ? err : new GraphQLError(String(err))];
-        }
-        const errors = enveloped.validate(enveloped.schema, document);
-        if (errors.length) return errors;
-        const contextValue = await enveloped.contextFactory();
-        return {
-          schema: enveloped.schema,
-          document,
-          operationName: payload.operationName,
-          variableValues: payload.variables,
-          contextValue: Object.assign(contextValue, reqCtx),
-          rootValue: { execute: enveloped.execute, subscribe: enveloped.subscribe },
-        };
-      },
-    },
-    wsServer,
-  );
+  const websocket = startWebsocketServer(app, { httpServer, path: GRAPHQL_PATH, yoga, persisted });
+  await websocket.ready;
 
   await new Promise<void>((resolve, reject) => {
     httpServer.once('error', reject);
@@ -218,9 +177,7 @@ export async function startServer(app: App, opts: { port?: number; host?: string
     httpServer,
     responseCache,
     async close() {
-      await wsCleanup.dispose();
-      for (const client of wsServer.clients) client.terminate();
-      wsServer.close();
+      await websocket.close();
       httpServer.closeIdleConnections();
       await new Promise<void>((resolve) => httpServer.close(() => resolve()));
     },

@@ -71,6 +71,30 @@ describe('topics', () => {
     expect(await sub.next()).toEqual({ value: undefined, done: true });
     expect(topics.subscriberCount(t)).toBe(0);
   });
+
+  it('an aborted signal ends the subscription, also a reader waiting inside an async generator', async () => {
+    const t = name('abort');
+    const ended = new AbortController();
+    const sub = await topics.subscribe<number>(t, { signal: ended.signal });
+    // As the subscription resolvers read it: a generator awaiting the next message cannot be
+    // returned from outside until that message comes; the signal ends it without one.
+    const stream = (async function* () {
+      for await (const n of sub) yield n;
+    })();
+    const first = stream.next();
+    topics.publish(t, 1);
+    expect(await first).toEqual({ value: 1, done: false });
+    const waiting = stream.next();
+    ended.abort();
+    const stillWaiting = new Promise((r) => setTimeout(() => r('still waiting after 1 s'), 1000));
+    expect(await Promise.race([waiting, stillWaiting])).toEqual({ value: undefined, done: true });
+    expect(topics.subscriberCount(t)).toBe(0);
+    const already = new AbortController();
+    already.abort();
+    const late = await topics.subscribe<number>(t, { signal: already.signal });
+    expect(await late.next()).toEqual({ value: undefined, done: true });
+    expect(topics.subscriberCount(t)).toBe(0);
+  });
 });
 
 describe('Inbox', () => {

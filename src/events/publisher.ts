@@ -10,13 +10,19 @@ export interface Publisher {
   sessionChanged(session: TrainingSessionRecord): void;
   epoch(epoch: EpochMetricRecord): void;
   nodeChanged(node: GpuNodeRecord): void;
+  /** After the revocation committed: every replica closes the credential's websocket connections. */
+  credentialRevoked(revoked: RevokedCredential): void;
 }
+
+/** An API key revoked, or a user removed from an organization. */
+export type RevokedCredential = { apiKeyId: string } | { orgId: string; userId: string };
 
 export function createPublisher(topics: Topics, names: RedisNames): Publisher {
   return {
     sessionChanged: (session) => topics.publish(names.sessionTopic(session.id), session),
     epoch: (epoch) => topics.publish(names.epochsTopic(epoch.sessionId), epoch),
     nodeChanged: (node) => topics.publish(names.nodesTopic, node),
+    credentialRevoked: (revoked) => topics.publish(names.credentialsTopic, revoked),
   };
 }
 

@@ -19,8 +19,12 @@ export interface Topics {
    * One subscription fed by every topic named. Resolves once Redis has confirmed the channels, so
    * a caller that subscribes and then reads the database cannot miss a message published in
    * between (the replay-then-live guarantee).
+   *
+   * `signal` ends the subscription when aborted, also while a reader waits for the next message:
+   * an async generator reading it cannot be returned while it awaits, so without the signal a
+   * subscription whose client left would live until the topic's next message.
    */
-  subscribe<T>(topics: string | readonly string[]): Promise<Subscription<T>>;
+  subscribe<T>(topics: string | readonly string[], opts?: { signal?: AbortSignal }): Promise<Subscription<T>>;
   /** Subscribers in this process, by topic (for tests and metrics). */
   subscriberCount(topic: string): number;
   close(): Promise<void>;
@@ -150,12 +154,17 @@ export function createTopics(redisUrl: string): Topics {
     publish(topic, payload) {
       target.dispatchEvent(new CustomEvent(topic, { detail: payload }));
     },
-    async subscribe<T>(topics: string | readonly string[]) {
+    async subscribe<T>(topics: string | readonly string[], opts: { signal?: AbortSignal } = {}) {
       const list = typeof topics === 'string' ? [topics] : [...topics];
+      const { signal } = opts;
+      const end = () => void inbox.return();
       const inbox: Inbox<unknown> = new Inbox(() => {
+        signal?.removeEventListener('abort', end);
         for (const t of list) detach(t, inbox);
       });
       for (const t of list) attach(t, inbox);
+      if (signal?.aborted) end();
+      else signal?.addEventListener('abort', end, { once: true });
       try {
         // The event target issued SUBSCRIBE for a new channel without waiting; a SUBSCRIBE of
         // ours on the same connection is answered after it, so awaiting it means the channels

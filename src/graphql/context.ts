@@ -29,6 +29,11 @@ export interface RequestContext {
    * a revoked key or a removed member stops receiving data.
    */
   stillAuthorized(): Promise<boolean>;
+  /**
+   * Aborted when the operation ends (over websockets: the client completes it or its socket
+   * closes); live streams pass it to topics.subscribe so they end at once, not at their next message.
+   */
+  signal?: AbortSignal;
 }
 
 export function createRequestContext(

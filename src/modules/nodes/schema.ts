@@ -43,7 +43,7 @@ builder.subscriptionFields((t) => ({
     description: 'Every registration, heartbeat and status change of a platform GPU node.',
     subscribe: async function* (_r, _a, ctx) {
       await ctx.requirePrincipal();
-      const live = await ctx.app.topics.subscribe<GpuNodeRecord>(ctx.app.redisNames.nodesTopic);
+      const live = await ctx.app.topics.subscribe<GpuNodeRecord>(ctx.app.redisNames.nodesTopic, { signal: ctx.signal });
       try {
         for await (const node of reauthorized(ctx, live)) yield reviveDates(node, ['lastHeartbeatAt', 'createdAt']);
       } finally {

@@ -207,7 +207,7 @@ export class OrgService {
 
   async removeMember(userId: string): Promise<MembershipRecord> {
     const me = await this.ctx.requireRole('ADMIN', 'Removing members');
-    return this.em.transactional(async (tx) => {
+    const removed = await this.em.transactional(async (tx) => {
       const m = await tx.findOne(Membership, { user: userId }, { lockMode: 4 /* PESSIMISTIC_WRITE */ });
       if (!m) throw new NotFoundError('User', userId);
       if (m.role === 'OWNER') {
@@ -225,6 +225,9 @@ export class OrgService {
       tx.remove(m);
       return record;
     });
+    // Committed: their open websocket connections in this organization close on every replica.
+    this.ctx.app.publisher.credentialRevoked({ orgId: removed.organizationId, userId: removed.userId });
+    return removed;
   }
 
   /** The key the caller authenticated with: any key may see itself, whatever its role. */
@@ -269,6 +272,8 @@ export class OrgService {
     if (!key) throw new NotFoundError('ApiKey', id);
     key.revokedAt ??= new Date();
     await this.em.flush();
+    // Also when it was revoked before: a signal lost then (Redis down) is sent again.
+    this.ctx.app.publisher.credentialRevoked({ apiKeyId: key.id });
     return apiKeyRecord(key);
   }
 }

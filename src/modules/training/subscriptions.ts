@@ -63,7 +63,7 @@ async function authorizedSession(ctx: RequestContext, sessionId: string): Promis
 /** The session now, then every change, until it reaches a final status. */
 export async function* sessionUpdates(ctx: RequestContext, sessionId: string): AsyncGenerator<TrainingSessionRecord> {
   const first = await authorizedSession(ctx, sessionId);
-  const live = await ctx.app.topics.subscribe<TrainingSessionRecord>(ctx.app.redisNames.sessionTopic(sessionId));
+  const live = await ctx.app.topics.subscribe<TrainingSessionRecord>(ctx.app.redisNames.sessionTopic(sessionId), { signal: ctx.signal });
   try {
     // Read again after subscribing: a change between the first read and the subscription is not lost.
     ctx.services.training.byId.clear(sessionId);
@@ -101,7 +101,7 @@ export async function* epochUpdates(
   const live = await topics.subscribe<EpochMetricRecord | TrainingSessionRecord>([
     redisNames.epochsTopic(sessionId),
     redisNames.sessionTopic(sessionId),
-  ]);
+  ], { signal: ctx.signal });
   try {
     let last = sinceEpoch;
     const stored = await ctx.services.training.epochsAfter(sessionId, last);
@@ -140,7 +140,7 @@ export interface LogLine {
 /** The trainer's stdout/stderr lines as the node publishes them (live only; nothing is stored). */
 export async function* logLines(ctx: RequestContext, sessionId: string): AsyncGenerator<LogLine> {
   await authorizedSession(ctx, sessionId);
-  const live = await ctx.app.topics.subscribe<LogLine>(ctx.app.redisNames.logsChannel(sessionId));
+  const live = await ctx.app.topics.subscribe<LogLine>(ctx.app.redisNames.logsChannel(sessionId), { signal: ctx.signal });
   try {
     for await (const line of reauthorized(ctx, live)) yield line;
   } finally {
