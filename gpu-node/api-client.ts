@@ -2,6 +2,7 @@
 // backoff (an API restart must not fail a training job); the answers the protocol defines
 // (401, 404 unknown_node, 409) come back typed, and nothing else is retried.
 import { setTimeout as delay } from 'node:timers/promises';
+import type { DatasetFormat } from '../protocol/index.js';
 import type { Gpu } from './gpus.js';
 import { API_REQUEST_TIMEOUT_MS, API_RETRY_ATTEMPTS, API_RETRY_BASE_MS, API_RETRY_MAX_MS } from './config.js';
 
@@ -29,7 +30,7 @@ export interface RegisterAnswer {
 export type PresignedHeaders = Record<string, string>;
 
 export interface ClaimGrant {
-  dataset: { url: string; headers: PresignedHeaders; sha256: string; format: 'yolo' | 'coco' | 'image_folder'; sizeBytes: number; filename: string };
+  dataset: { url: string; headers: PresignedHeaders; sha256: string; format: DatasetFormat; sizeBytes: number; filename: string };
   resume: { url: string; headers: PresignedHeaders; sha256: string } | null;
 }
 export type Conflict = { ok: false; conflict: string; message: string };

@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
+import { DEFAULT_REDIS_PREFIX, REDIS_PREFIX_PATTERN } from '../protocol/index.js';
 
 export class NodeConfigError extends Error {
   constructor(public readonly problems: string[]) {
@@ -30,7 +31,7 @@ const envSchema = z.object({
     .string({ error: 'required: the join token the API holds (its CVTRAIN_NODE_TOKEN)' })
     .min(1, 'required: the join token the API holds (its CVTRAIN_NODE_TOKEN)'),
   // Same prefix as the API's, so both sides name the same queue, stream and channels.
-  CVTRAIN_REDIS_PREFIX: z.string().regex(/^[A-Za-z0-9:_-]*$/, 'letters, digits, ":", "_" or "-" only').default('cvtrain:'),
+  CVTRAIN_REDIS_PREFIX: z.string().regex(REDIS_PREFIX_PATTERN, 'letters, digits, ":", "_" or "-" only').default(DEFAULT_REDIS_PREFIX),
   // Trainer interpreter; when unset the node looks for a python3 that can import torch.
   CVTRAIN_PYTHON: z.string().min(1).optional(),
   // Stable identity across restarts; by default generated once and kept in the data dir.

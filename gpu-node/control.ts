@@ -4,6 +4,7 @@
 import { Redis } from 'ioredis';
 import { z } from 'zod';
 import type { Logger } from '../src/lib/log.js';
+import { redisNames } from '../protocol/index.js';
 
 const messageSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('cancel'), sessionId: z.string().min(1), attempt: z.number().int().min(1) }),
@@ -25,7 +26,7 @@ export class ControlChannel {
   readonly channel: string;
 
   constructor(private readonly opts: ControlOptions) {
-    this.channel = `${opts.prefix}node-control`;
+    this.channel = redisNames(opts.prefix).controlChannel;
     this.redis = new Redis(opts.redisUrl, { lazyConnect: true, maxRetriesPerRequest: null });
     this.redis.on('error', () => {
       // Reconnection is automatic; the outbox already reports Redis outages.

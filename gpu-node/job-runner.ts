@@ -22,7 +22,7 @@ import {
   type NodeEvent,
   type TrainerEvent,
   type UploadRef,
-} from './schemas.js';
+} from '../protocol/index.js';
 import { describeExit, TrainerProcess, type TrainerOutcome } from './trainer-process.js';
 import { DownloadError, downloadVerified, hashFile, putFile } from './transfers.js';
 

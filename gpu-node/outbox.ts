@@ -15,7 +15,7 @@ import {
   OUTBOX_RETRY_BASE_MS,
   OUTBOX_RETRY_MAX_MS,
 } from './config.js';
-import { validateEnvelope, type Envelope, type NodeEvent, type TrainerEvent, type UploadRef } from './schemas.js';
+import { redisNames, validateEnvelope, type Envelope, type NodeEvent, type TrainerEvent, type UploadRef } from '../protocol/index.js';
 
 export class InvalidEnvelopeError extends Error {
   constructor(public readonly envelope: unknown, problem: string) {
@@ -26,7 +26,7 @@ export class InvalidEnvelopeError extends Error {
 
 export interface OutboxOptions {
   redisUrl: string;
-  /** CVTRAIN_REDIS_PREFIX; the stream is `${prefix}events`. */
+  /** CVTRAIN_REDIS_PREFIX; the stream is its `eventsStream` (protocol/redis.ts). */
   prefix: string;
   /** Folder for the append-only files (one per session attempt). */
   dir: string;
@@ -109,7 +109,7 @@ export class Outbox {
   replays = 0;
 
   constructor(private readonly opts: OutboxOptions) {
-    this.streamKey = `${opts.prefix}events`;
+    this.streamKey = redisNames(opts.prefix).eventsStream;
     this.lingerMs = opts.lingerMs ?? OUTBOX_LINGER_MS;
     this.batch = opts.batch ?? OUTBOX_BATCH;
     this.retryBaseMs = opts.retryBaseMs ?? OUTBOX_RETRY_BASE_MS;

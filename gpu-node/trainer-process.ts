@@ -14,7 +14,7 @@ import {
   type FinalEvent,
   type StoppedEvent,
   type TrainerEvent,
-} from './schemas.js';
+} from '../protocol/index.js';
 
 /** Why the node asked the trainer to stop. */
 export type StopReason = 'cancel' | 'timeout' | 'shutdown';

@@ -3,14 +3,13 @@
 import { createRequire } from 'node:module';
 import type BeeQueueType from 'bee-queue';
 import type { Logger } from '../src/lib/log.js';
+import { GPU_QUEUE, redisNames } from '../protocol/index.js';
 import { QUEUE_RECONNECT_MAX_MS } from './config.js';
 import { InvalidJobPayloadError, JobRunner, type JobEnd, type JobRunnerDeps, type Slot } from './job-runner.js';
 
 // bee-queue is CommonJS (`export =`); createRequire keeps tsx, vitest and tsc in agreement.
 const require = createRequire(import.meta.url);
 const BeeQueue = require('bee-queue') as typeof BeeQueueType;
-
-export const QUEUE_NAME = 'gpu-training';
 
 /** bee-queue's own Redis clients (node_redis 3) reconnect forever, never giving up after an hour. */
 export function beeQueueRedisOptions(redisUrl: string): Record<string, unknown> {
@@ -39,8 +38,8 @@ export class SlotWorker {
 
   async start(): Promise<void> {
     const { config } = this.deps;
-    const queue = new BeeQueue(QUEUE_NAME, {
-      prefix: `${config.redisPrefix}bq`,
+    const queue = new BeeQueue(GPU_QUEUE, {
+      prefix: redisNames(config.redisPrefix).queuePrefix,
       redis: beeQueueRedisOptions(config.redisUrl) as never,
       isWorker: true,
       // The node neither creates jobs nor listens to other workers' job events.

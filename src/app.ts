@@ -9,7 +9,8 @@ import { createTopics, type Topics } from './events/topics.js';
 import { Orchestrator } from './orchestrator/orchestrator.js';
 import { PlatformProvider } from './providers/platform.js';
 import { ProviderRegistry } from './providers/registry.js';
-import { createRedis, redisNames, type RedisNames } from './redis.js';
+import { createRedis } from './redis.js';
+import { redisNames, type RedisNames } from '../protocol/index.js';
 
 export interface App {
   config: Config;

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
+import { DEFAULT_REDIS_PREFIX, REDIS_PREFIX_PATTERN } from '../protocol/index.js';
 import type { BackendConfig, StorageSettings } from './storage/types.js';
 
 export class ConfigError extends Error {
@@ -60,7 +61,7 @@ const envSchema = z.object({
   REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must be a redis:// URL').default('redis://127.0.0.1:6379'),
   CVTRAIN_DATA_DIR: z.string().min(1).default('./data'),
   // Prefix of every Redis key, queue and channel, so deployments and test runs can share one Redis.
-  CVTRAIN_REDIS_PREFIX: z.string().regex(/^[A-Za-z0-9:_-]*$/, 'letters, digits, ":", "_" or "-" only').default('cvtrain:'),
+  CVTRAIN_REDIS_PREFIX: z.string().regex(REDIS_PREFIX_PATTERN, 'letters, digits, ":", "_" or "-" only').default(DEFAULT_REDIS_PREFIX),
   CVTRAIN_SECRET_KEYS: keyringSchema.optional(),
   CVTRAIN_JWT_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
   // Session token lifetime in seconds (12 hours by default).

@@ -1,40 +1,7 @@
-// Redis connections and names. Every key, queue and channel carries CVTRAIN_REDIS_PREFIX, so
-// several deployments (or test files) share one Redis without seeing each other.
+// Redis connections of the API. The names of keys, queues and channels it shares with the
+// gpu-nodes are in protocol/redis.ts.
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Config } from './config.js';
-
-export const GPU_QUEUE = 'gpu-training';
-
-export interface RedisNames {
-  prefix: string;
-  /** bee-queue's own key prefix (it appends ":<queue>:..."). */
-  queuePrefix: string;
-  eventsStream: string;
-  ingestGroup: string;
-  controlChannel: string;
-  logsChannel(sessionId: string): string;
-  /** Pub/sub topics the API's subscriptions listen on. */
-  sessionTopic(sessionId: string): string;
-  epochsTopic(sessionId: string): string;
-  nodesTopic: string;
-  /** Revoked API keys and removed members: every replica closes their websocket connections. */
-  credentialsTopic: string;
-}
-
-export function redisNames(prefix: string): RedisNames {
-  return {
-    prefix,
-    queuePrefix: `${prefix}bq`,
-    eventsStream: `${prefix}events`,
-    ingestGroup: 'ingest',
-    controlChannel: `${prefix}node-control`,
-    logsChannel: (id) => `${prefix}logs:${id}`,
-    sessionTopic: (id) => `${prefix}session:${id}`,
-    epochsTopic: (id) => `${prefix}epochs:${id}`,
-    nodesTopic: `${prefix}nodes`,
-    credentialsTopic: `${prefix}credentials-revoked`,
-  };
-}
 
 export function createRedis(config: Pick<Config, 'redisUrl'>, name: string, extra: RedisOptions = {}): Redis {
   const client = new Redis(config.redisUrl, {

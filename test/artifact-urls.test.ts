@@ -10,7 +10,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { decodeGlobalID } from '@pothos/plugin-relay';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { validateEnvelope } from '../src/events/schemas.js';
+import { check } from '../protocol/index.js';
 import { ok, signUp, startTestApi, type SignedUp, type TestApi } from './helpers/api.js';
 import { seedReadyDatasetVersion } from './helpers/seed.js';
 
@@ -97,7 +97,7 @@ beforeAll(async () => {
       upload: { key: upload.key, sha256: fileSha, sizeBytes: file.length },
     };
     // Checked here too, so a change of the event schema fails with its reason rather than a timeout.
-    expect(validateEnvelope(envelope)).toEqual({ ok: true });
+    expect(check('envelope', envelope)).toEqual({ ok: true });
     await redis.xadd(api.app.redisNames.eventsStream, '*', 'data', JSON.stringify(envelope));
   } finally {
     redis.disconnect();

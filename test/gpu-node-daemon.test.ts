@@ -11,8 +11,8 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadNodeConfig } from '../gpu-node/config.js';
 import { startGpuNode, type GpuNode } from '../gpu-node/node.js';
-import { validateEnvelope, type Envelope, type JobPayload } from '../gpu-node/schemas.js';
-import { beeQueueRedisOptions, QUEUE_NAME } from '../gpu-node/worker.js';
+import { GPU_QUEUE as QUEUE_NAME, validateEnvelope, type Envelope, type JobPayload } from '../protocol/index.js';
+import { beeQueueRedisOptions } from '../gpu-node/worker.js';
 import { FakeNodeApi, makeDataset, recordingLogger, tempDir, tinyConfig, waitFor, zipDataset } from './gpu-node-helpers.js';
 
 const require = createRequire(import.meta.url);

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Outbox } from '../gpu-node/outbox.js';
-import type { Envelope, TrainerEvent } from '../gpu-node/schemas.js';
+import type { Envelope, TrainerEvent } from '../protocol/index.js';
 import { PrivateRedis, recordingLogger, tempDir, waitFor } from './gpu-node-helpers.js';
 
 const PREFIX = `gpu-node-outbox-${randomUUID().slice(0, 8)}:`;

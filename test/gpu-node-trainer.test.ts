@@ -3,7 +3,7 @@
 import { chmodSync, existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { validateTrainerEvent, type TrainerEvent } from '../gpu-node/schemas.js';
+import { validateTrainerEvent, type TrainerEvent } from '../protocol/index.js';
 import {
   TrainerCrashedError,
   TrainerFailedError,

@@ -8,7 +8,7 @@ import { transition } from '../modules/training/lifecycle.js';
 import { SESSION_COLUMNS, sessionFromRow, type SessionRow, type TrainingSessionRecord } from '../modules/training/records.js';
 import type { EpochMetricRecord } from '../modules/training/service.js';
 import type { Orchestrator } from '../orchestrator/orchestrator.js';
-import type { Envelope } from './envelope.js';
+import type { AnyEnvelope as Envelope } from '../../protocol/index.js';
 
 
 export interface Effects {

@@ -6,11 +6,10 @@ import type { Redis } from 'ioredis';
 import type { Sql } from '../db/sql.js';
 import { createLogger, errorFields } from '../lib/log.js';
 import type { Orchestrator } from '../orchestrator/orchestrator.js';
-import { createRedis, type RedisNames } from '../redis.js';
+import { createRedis } from '../redis.js';
+import { check, type AnyEnvelope as Envelope, type RedisNames } from '../../protocol/index.js';
 import { applyEnvelope, type Effects } from './apply.js';
-import type { Envelope } from './envelope.js';
 import type { Publisher } from './publisher.js';
-import { validateEnvelope } from './schemas.js';
 
 const log = createLogger('ingester');
 
@@ -125,11 +124,11 @@ export class EventIngester {
       } catch {
         envelope = null;
       }
-      const valid = envelope ? validateEnvelope(envelope) : { ok: false as const, reason: 'not JSON' };
+      const valid = envelope ? check('envelope', envelope) : { ok: false as const, error: 'not JSON' };
       if (!envelope || !valid.ok) {
         // A malformed entry can never succeed; acknowledge it so it does not block the stream.
         this.stats.invalid++;
-        log.warn('dropping an invalid event envelope', { id, reason: valid.ok ? 'not JSON' : valid.reason });
+        log.warn('dropping an invalid event envelope', { id, reason: valid.ok ? 'not JSON' : valid.error });
         await this.redis.xack(this.names.eventsStream, this.names.ingestGroup, id);
         continue;
       }

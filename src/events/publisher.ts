@@ -3,7 +3,7 @@
 import type { GpuNodeRecord } from '../modules/nodes/service.js';
 import type { TrainingSessionRecord } from '../modules/training/records.js';
 import type { EpochMetricRecord } from '../modules/training/service.js';
-import type { RedisNames } from '../redis.js';
+import type { RedisNames } from '../../protocol/index.js';
 import type { Topics } from './topics.js';
 
 export interface Publisher {

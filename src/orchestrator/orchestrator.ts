@@ -11,7 +11,8 @@ import { insertSession, transition, type NewSession } from '../modules/training/
 import type { StoredTrainingConfig } from '../modules/training/config.js';
 import { SESSION_COLUMNS, sessionFromRow, type SessionRow, type TrainingSessionRecord } from '../modules/training/records.js';
 import type { ProviderRegistry } from '../providers/registry.js';
-import type { JobPayload, ProfileForAdapter } from '../providers/types.js';
+import type { ProfileForAdapter } from '../providers/types.js';
+import type { DatasetRef, JobPayload } from '../../protocol/index.js';
 
 const log = createLogger('orchestrator');
 
@@ -300,12 +301,12 @@ export class Orchestrator {
 
   private payload(
     session: { id: string; organizationId: string; attempt: number; config: StoredTrainingConfig },
-    dataset: DatasetForJob,
+    dataset: DatasetRef,
     profile: ProfileForAdapter,
     checkpointKey: string | null,
   ): JobPayload {
     const { task, framework, architecture, epochs, ...rest } = session.config;
-    const config: Record<string, unknown> = { task, framework, architecture, epochs };
+    const config: JobPayload['config'] = { task, framework, architecture, epochs };
     for (const [k, v] of Object.entries(rest)) if (v !== null && v !== undefined) config[k] = v;
     const timeoutMinutes = profile.config.timeoutMinutes as number | undefined;
     return {
@@ -325,7 +326,7 @@ export class Orchestrator {
     };
   }
 
-  private async datasetFor(datasetVersionId: string): Promise<DatasetForJob> {
+  private async datasetFor(datasetVersionId: string): Promise<DatasetRef> {
     const [dv] = await this.sql.query<{ id: string; sha256: string | null; format: string; size_bytes: string | null }>(
       'select id, sha256, format, size_bytes from dataset_versions where id = ?',
       [datasetVersionId],
@@ -335,18 +336,11 @@ export class Orchestrator {
   }
 }
 
-export interface DatasetForJob {
-  versionId: string;
-  sha256: string;
-  format: 'yolo' | 'coco' | 'image_folder';
-  sizeBytes: number;
-}
-
-export function datasetForJob(dv: { id: string; sha256: string | null; format: string; size_bytes: string | number | null }): DatasetForJob {
+export function datasetForJob(dv: { id: string; sha256: string | null; format: string; size_bytes: string | number | null }): DatasetRef {
   return {
     versionId: dv.id,
     sha256: dv.sha256 ?? '',
-    format: dv.format.toLowerCase() as DatasetForJob['format'],
+    format: dv.format.toLowerCase() as DatasetRef['format'],
     sizeBytes: Number(dv.size_bytes ?? 0),
   };
 }

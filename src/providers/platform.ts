@@ -3,10 +3,10 @@
 import BeeQueue from 'bee-queue';
 import type { Config } from '../config.js';
 import type { Sql } from '../db/sql.js';
-import { beeQueueRedisOptions, GPU_QUEUE, redisNames } from '../redis.js';
+import { beeQueueRedisOptions } from '../redis.js';
+import { check, GPU_QUEUE, redisNames, type JobPayload } from '../../protocol/index.js';
 import type { Redis } from 'ioredis';
-import { validateJobPayload } from '../events/schemas.js';
-import type { CheckResult, JobPayload, ProfileForAdapter, ProviderAdapter } from './types.js';
+import type { CheckResult, ProfileForAdapter, ProviderAdapter } from './types.js';
 
 export function platformJobId(sessionId: string, attempt: number): string {
   return `${sessionId}:${attempt}`;
@@ -65,8 +65,8 @@ export class PlatformProvider implements ProviderAdapter {
 
   async submit(_profile: ProfileForAdapter, payload: JobPayload): Promise<{ externalJobId: string }> {
     // A payload the nodes would refuse must fail here, where the orchestrator can record it.
-    const valid = validateJobPayload(payload);
-    if (!valid.ok) throw new Error(`job payload does not match schema/job-payload.schema.json: ${valid.reason}`);
+    const valid = check('jobPayload', payload);
+    if (!valid.ok) throw new Error(`job payload does not match schema/job-payload.schema.json: ${valid.error}`);
     const id = platformJobId(payload.sessionId, payload.attempt);
     try {
       await this.save(payload, id);

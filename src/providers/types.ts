@@ -2,23 +2,11 @@
 // clients, import cloud SDKs lazily, and report problems as values instead of throwing.
 import type { Provider } from '../modules/compute/entity.js';
 import type { ComputeProfileRecord } from '../modules/compute/service.js';
+import type { JobPayload } from '../../protocol/index.js';
 
 export interface CheckResult {
   ok: boolean;
   reason: string;
-}
-
-/** What the orchestrator hands an adapter: the job payload of schema/job-payload.schema.json. */
-export interface JobPayload {
-  v: 1;
-  sessionId: string;
-  organizationId: string;
-  attempt: number;
-  config: Record<string, unknown>;
-  dataset: { versionId: string; sha256: string; format: 'yolo' | 'coco' | 'image_folder'; sizeBytes: number };
-  resume: { checkpointKey: string } | null;
-  requirements: { gpus: number; gpuType: string | null; timeoutSeconds: number | null };
-  enqueuedAt: string;
 }
 
 /** A profile as adapters see it; the implicit platform profile (no profile at all) has id null. */

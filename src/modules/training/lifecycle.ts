@@ -3,6 +3,7 @@
 // fails loudly instead of corrupting a session, and every change stamps the same timestamps.
 import type { SqlQuery } from '../../db/sql.js';
 import { ConflictError } from '../../lib/errors.js';
+import type { DatasetRef } from '../../../protocol/index.js';
 import type { StoredTrainingConfig } from './config.js';
 import type { SessionStatus } from './entity.js';
 import { SESSION_COLUMNS, sessionFromRow, type SessionRow, type TrainingSessionRecord } from './records.js';
@@ -19,7 +20,6 @@ const allowed: Record<SessionStatus, readonly SessionStatus[]> = {
 };
 
 export const TERMINAL_STATUSES: readonly SessionStatus[] = ['COMPLETED', 'FAILED', 'CANCELLED'];
-export const ACTIVE_STATUSES: readonly SessionStatus[] = ['PENDING', 'QUEUED', 'RUNNING', 'PREEMPTED', 'PAUSED_BUDGET'];
 
 export function canTransition(from: SessionStatus, to: SessionStatus): boolean {
   return allowed[from].includes(to);
@@ -102,7 +102,7 @@ export interface NewSession {
   config: StoredTrainingConfig;
   storageProfileId: string | null;
   /** What a job needs to know of the dataset (read with the version, so placing needs no extra query). */
-  dataset: { versionId: string; sha256: string; format: 'yolo' | 'coco' | 'image_folder'; sizeBytes: number };
+  dataset: DatasetRef;
 }
 
 /**
