@@ -67,6 +67,9 @@ export const trimmedName = (max = 120) =>
     .max(max, `must be at most ${max} characters`)
     .superRefine(noControl('line'));
 
+/** One line of text that is no name (hosts, versions, device names): not trimmed, no control characters. */
+export const singleLine = (max: number) => z.string().max(max, `must be at most ${max} characters`).superRefine(noControl('line'));
+
 /** A free-form description: several lines allowed, no other control characters. */
 export const multilineText = (max: number) =>
   z.string().trim().max(max, `must be at most ${max} characters`).superRefine(noControl('multiline'));

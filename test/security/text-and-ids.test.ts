@@ -221,6 +221,26 @@ describe('finding 9: an Int out of range names the real variable and field', () 
   });
 });
 
+describe('finding 4: the gpu-node API refuses control characters in what a node reports', () => {
+  const register = (body: object) =>
+    fetch(new URL('/node/v1/register', api.url), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${api.app.config.nodeToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+  const gpu = { index: 0, name: 'NVIDIA H200', uuid: 'GPU-1', memoryTotalMiB: 1, memoryUsedMiB: 0, utilizationPct: 0, temperatureC: 30, powerW: 70 };
+
+  it.each([
+    ['host', { host: 'gpu\u0000box' }, 'host'],
+    ['GPU name (C1)', { gpus: [{ ...gpu, name: 'H200\u0085' }] }, 'gpus.0.name'],
+    ['version', { version: '1.0\u001b[2J' }, 'version'],
+  ])('%s: 400 naming the field, nothing registered', async (_name, change, field) => {
+    const res = await register({ nodeId: `node-${randomUUID()}`, host: 'box', version: '1', slots: 1, gpus: [gpu], ...change });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { message: string }).message).toMatch(new RegExp(`^${field.replace(/\./g, '\\.')}: must not contain control characters`));
+  });
+});
+
 describe('finding 4: class names in an uploaded archive', () => {
   it.each([
     ['YOLO data.yaml with NUL', 'YOLO', 'yolo-nul', (root: string) => setYoloNames(root, '"cir\\0cle"')],
