@@ -14,6 +14,7 @@ import { createLocalStorageHandler } from './storage/local-http.js';
 import { loadPersistedOperations } from './graphql/persisted.js';
 import { createResponseCache, type ResponseCache } from './graphql/response-cache.js';
 import { useSharedSubscriptionExecution } from './graphql/shared-subscriptions.js';
+import { useGraphQLJsVariableErrors } from './graphql/variable-errors.js';
 import { startWebsocketServer } from './graphql/websocket.js';
 import { schema } from './graphql/schema.js';
 import { AppError, ValidationError } from './lib/errors.js';
@@ -63,6 +64,7 @@ export function createGraphQLHandler(app: App) {
         !args.document.definitions.some((d) => d.kind === Kind.OPERATION_DEFINITION && d.operation === 'subscription'),
     }) as Plugin,
     useCSRFPrevention({ requestHeaders: PREFLIGHT_HEADERS }),
+    useGraphQLJsVariableErrors(),
     useRedactRejectedVariables(),
     maxDepthPlugin({ n: config.maxDepth, ignoreIntrospection: true, exposeLimits: true }) as Plugin,
     maxAliasesPlugin({ n: config.maxAliases, exposeLimits: true }) as Plugin,

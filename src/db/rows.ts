@@ -19,9 +19,13 @@ export function camelRow<T>(row: Record<string, unknown>, bigints: readonly stri
   return out as T;
 }
 
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 /**
  * Rows of an organization-owned table by id, in the caller's organization only (the ORM's org
  * filter does not reach raw SQL, so the predicate is written here, once, for every batch loader).
+ * A key that is not a UUID matches no row: it must not reach the uuid[] cast, where it would fail
+ * the statement and so every other key batched with it.
  */
 export async function selectByIdsInOrg<T>(
   sql: Sql,
@@ -30,9 +34,11 @@ export async function selectByIdsInOrg<T>(
   ids: readonly string[],
   bigints: readonly string[] = [],
 ): Promise<Map<string, T>> {
+  const uuids = ids.every((id) => UUID_RE.test(id)) ? ids : ids.filter((id) => UUID_RE.test(id));
+  if (!uuids.length) return new Map();
   const rows = await sql.query<Record<string, unknown>>(
     `select * from ${table} where organization_id = ? and id = any(?::uuid[])`,
-    [orgId, ids],
+    [orgId, uuids],
   );
   return new Map(rows.map((r) => [r.id as string, camelRow<T>(r, bigints)]));
 }

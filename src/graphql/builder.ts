@@ -3,6 +3,8 @@ import SchemaBuilder from '@pothos/core';
 import ErrorsPlugin from '@pothos/plugin-errors';
 import RelayPlugin from '@pothos/plugin-relay';
 import type { RequestContext } from './context.js';
+import { decodeNodeId } from './ids.js';
+import TextGuardPlugin from './text-guard.js';
 
 export interface Connectionish {
   /** Counted only when a client asks for totalCount. */
@@ -20,13 +22,16 @@ export const builder = new SchemaBuilder<{
   DefaultFieldNullability: false;
   DefaultInputFieldRequiredness: true;
 }>({
-  plugins: [ErrorsPlugin, RelayPlugin],
+  // TextGuardPlugin last: its check runs inside the errors plugin's wrapper (typed results).
+  plugins: [ErrorsPlugin, RelayPlugin, TextGuardPlugin],
   defaultFieldNullability: false,
   defaultInputFieldRequiredness: true,
   relay: {
     cursorType: 'String',
     clientMutationId: 'omit',
     nodesQueryOptions: false,
+    // node(id:) ids are checked for shape before any loader (and its SQL) sees them.
+    decodeGlobalID: decodeNodeId,
     // Forward pagination is the API's promise (first/after); backward args stay available.
   },
   errors: {

@@ -2,6 +2,7 @@
 import { encodeGlobalID } from '@pothos/plugin-relay';
 import { GraphQLObjectType, type GraphQLFieldResolver } from 'graphql';
 import { builder } from './builder.js';
+import { registerNodeTypes } from './ids.js';
 import './scalars.js';
 import './errors.js';
 import '../modules/orgs/schema.js';
@@ -13,6 +14,12 @@ import '../modules/nodes/schema.js';
 import '../modules/storage/schema.js';
 
 export const schema = builder.toSchema({ sortSchema: true });
+
+registerNodeTypes(
+  Object.values(schema.getTypeMap())
+    .filter((t) => t instanceof GraphQLObjectType && t.getInterfaces().some((i) => i.name === 'Node'))
+    .map((t) => t.name),
+);
 
 /*
  * Relay's `id` field on each node type resolves through an async function (the plugin awaits the

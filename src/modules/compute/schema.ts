@@ -1,5 +1,6 @@
 import { builder } from '../../graphql/builder.js';
 import { E } from '../../graphql/errors.js';
+import { TEXT } from '../../graphql/text-guard.js';
 import { globalId, localId } from '../../graphql/ids.js';
 import { PROVIDERS, STRATEGIES } from './entity.js';
 import type { ComputeProfileRecord } from './service.js';
@@ -50,7 +51,7 @@ const CreateComputeProfileInput = builder.inputType('CreateComputeProfileInput',
     provider: t.field({ type: ProviderEnum }),
     strategy: t.field({ type: StrategyEnum }),
     config: t.field({ type: 'JSON', required: false, description: 'Provider settings (see README).' }),
-    credentials: t.field({ type: 'JSON', required: false, description: 'Encrypted at rest; never returned.' }),
+    credentials: t.field({ type: 'JSON', required: false, description: 'Encrypted at rest; never returned.', extensions: TEXT.secret }),
     fallbackProfileIds: t.idList({ required: false }),
     maxConcurrentJobs: t.int({ required: false }),
     maxCostPerSessionUsd: t.float({ required: false }),
@@ -62,7 +63,7 @@ const UpdateComputeProfileInput = builder.inputType('UpdateComputeProfileInput',
     name: t.string({ required: false }),
     strategy: t.field({ type: StrategyEnum, required: false }),
     config: t.field({ type: 'JSON', required: false }),
-    credentials: t.field({ type: 'JSON', required: false, description: 'Replaces the stored credentials.' }),
+    credentials: t.field({ type: 'JSON', required: false, description: 'Replaces the stored credentials.', extensions: TEXT.secret }),
     fallbackProfileIds: t.idList({ required: false }),
     maxConcurrentJobs: t.int({ required: false }),
     maxCostPerSessionUsd: t.float({ required: false }),

@@ -1,5 +1,6 @@
 import { builder } from '../../graphql/builder.js';
 import { E } from '../../graphql/errors.js';
+import { TEXT } from '../../graphql/text-guard.js';
 import { localId } from '../../graphql/ids.js';
 import { ModelTaskEnum } from '../models/schema.js';
 import { DATASET_FORMATS, DATASET_VERSION_STATUSES } from './entity.js';
@@ -98,7 +99,7 @@ const CreateDatasetVersionInput = builder.inputType('CreateDatasetVersionInput',
 const CreateDatasetInput = builder.inputType('CreateDatasetInput', {
   fields: (t) => ({
     name: t.string(),
-    description: t.string({ required: false }),
+    description: t.string({ required: false, extensions: TEXT.multiline }),
     task: t.field({ type: ModelTaskEnum }),
   }),
 });

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import type { RequestContext } from '../../graphql/context.js';
 import { ConflictError, NotFoundError, ValidationError } from '../../lib/errors.js';
 import { keysetWhere, pageRequest, toConnection, type PageArgs } from '../../lib/pagination.js';
-import { parseInput, trimmedName } from '../../lib/validate.js';
+import { multilineText, parseInput, trimmedName } from '../../lib/validate.js';
 import { Loader } from '../../lib/loader.js';
 import { camelJsonRow, camelRow, selectByIdsInOrg, type JsonRowSpec } from '../../db/rows.js';
 import { randomUUID } from 'node:crypto';
@@ -107,7 +107,7 @@ export interface DatasetVersionUploadRecord {
 
 const createInput = z.object({
   name: trimmedName(),
-  description: z.string().trim().max(4000, 'must be at most 4000 characters').nullish(),
+  description: multilineText(4000).nullish(),
   task: z.enum(MODEL_TASKS),
 });
 

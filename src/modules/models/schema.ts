@@ -1,5 +1,6 @@
 import { builder } from '../../graphql/builder.js';
 import { E } from '../../graphql/errors.js';
+import { TEXT } from '../../graphql/text-guard.js';
 import { localId } from '../../graphql/ids.js';
 import { MODEL_FRAMEWORKS, MODEL_TASKS } from './entity.js';
 import type { ModelRecord, ModelVersionRecord } from './service.js';
@@ -50,7 +51,7 @@ builder.node(ModelVersionRef, {
 const CreateModelInput = builder.inputType('CreateModelInput', {
   fields: (t) => ({
     name: t.string(),
-    description: t.string({ required: false }),
+    description: t.string({ required: false, extensions: TEXT.multiline }),
     task: t.field({ type: ModelTaskEnum }),
     framework: t.field({ type: ModelFrameworkEnum }),
     architecture: t.string(),
@@ -59,7 +60,7 @@ const CreateModelInput = builder.inputType('CreateModelInput', {
 const UpdateModelInput = builder.inputType('UpdateModelInput', {
   fields: (t) => ({
     name: t.string({ required: false }),
-    description: t.string({ required: false }),
+    description: t.string({ required: false, extensions: TEXT.multiline }),
     architecture: t.string({ required: false }),
   }),
 });

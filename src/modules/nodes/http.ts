@@ -6,6 +6,7 @@ import type http from 'node:http';
 import { z } from 'zod';
 import type { App } from '../../app.js';
 import { createLogger, errorFields } from '../../lib/log.js';
+import { singleLine } from '../../lib/validate.js';
 import { transition } from '../training/lifecycle.js';
 import { NodeRegistry } from './registry.js';
 import { sessionArtifactKey, sessionStorage } from './session-storage.js';
@@ -21,8 +22,8 @@ const NODE_URL_TTL_S = 6 * 3600;
 // nvidia-smi reports "N/A" for some readings (e.g. under MIG): every reading may be null.
 const gpu = z.object({
   index: z.number().int().min(0),
-  name: z.string().max(200),
-  uuid: z.string().max(200).nullable(),
+  name: singleLine(200),
+  uuid: singleLine(200).nullable(),
   memoryTotalMiB: z.number().min(0).nullable(),
   memoryUsedMiB: z.number().min(0).nullable(),
   utilizationPct: z.number().nullable(),
@@ -32,8 +33,8 @@ const gpu = z.object({
 const nodeId = z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, 'letters, digits, ".", "_", ":" or "-", at most 128');
 const registerBody = z.object({
   nodeId,
-  host: z.string().min(1).max(255),
-  version: z.string().max(64).nullable().optional(),
+  host: singleLine(255).min(1),
+  version: singleLine(64).nullable().optional(),
   slots: z.number().int().min(1).max(64),
   gpus: z.array(gpu).max(64),
 });
@@ -43,7 +44,7 @@ const heartbeatBody = z.object({
   gpus: z.array(gpu).max(64),
   runningSessionIds: z.array(z.uuid()).max(64),
 });
-const claimBody = z.object({ nodeId, attempt: z.number().int().min(1), jobId: z.string().max(200) });
+const claimBody = z.object({ nodeId, attempt: z.number().int().min(1), jobId: singleLine(200) });
 const uploadBody = z.object({
   nodeId,
   attempt: z.number().int().min(1),

@@ -1,5 +1,6 @@
 import { builder } from '../../graphql/builder.js';
 import { E } from '../../graphql/errors.js';
+import { TEXT } from '../../graphql/text-guard.js';
 import { localId } from '../../graphql/ids.js';
 import { ROLES } from './entity.js';
 import type {
@@ -128,14 +129,14 @@ CreatedApiKeyRef.implement({
 const SignUpInput = builder.inputType('SignUpInput', {
   fields: (t) => ({
     email: t.string(),
-    password: t.string({ description: 'At least 10 characters.' }),
+    password: t.string({ description: 'At least 10 characters.', extensions: TEXT.secret }),
     organizationName: t.string(),
   }),
 });
 const SignInInput = builder.inputType('SignInInput', {
   fields: (t) => ({
     email: t.string(),
-    password: t.string(),
+    password: t.string({ extensions: TEXT.secret }),
     organizationId: t.id({ required: false, description: 'Which organization to act for; the first joined by default.' }),
   }),
 });

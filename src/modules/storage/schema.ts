@@ -1,5 +1,6 @@
 import { builder } from '../../graphql/builder.js';
 import { E } from '../../graphql/errors.js';
+import { TEXT } from '../../graphql/text-guard.js';
 import { localId } from '../../graphql/ids.js';
 import { STORAGE_PROFILE_KINDS } from './entity.js';
 import type { StorageProfileRecord } from './service.js';
@@ -33,7 +34,7 @@ const CreateStorageProfileInput = builder.inputType('CreateStorageProfileInput',
     name: t.string(),
     kind: t.field({ type: StorageKindEnum }),
     config: t.field({ type: 'JSON', description: 'S3: bucket, region, endpoint?, forcePathStyle?; AZURE: container, accountName, endpoint?' }),
-    credentials: t.field({ type: 'JSON', description: 'S3: accessKeyId, secretAccessKey; AZURE: accountKey. Encrypted; never returned.' }),
+    credentials: t.field({ type: 'JSON', description: 'S3: accessKeyId, secretAccessKey; AZURE: accountKey. Encrypted; never returned.', extensions: TEXT.secret }),
     isDefault: t.boolean({ required: false }),
   }),
 });
@@ -41,7 +42,7 @@ const UpdateStorageProfileInput = builder.inputType('UpdateStorageProfileInput',
   fields: (t) => ({
     name: t.string({ required: false }),
     config: t.field({ type: 'JSON', required: false }),
-    credentials: t.field({ type: 'JSON', required: false }),
+    credentials: t.field({ type: 'JSON', required: false, extensions: TEXT.secret }),
     isDefault: t.boolean({ required: false }),
   }),
 });

@@ -13,6 +13,7 @@ import type { Readable } from 'node:stream';
 import { DatasetCollector } from './dataset.js';
 import { EntryGate } from './entries.js';
 import { ExpansionGuard, resolveLimits } from './limits.js';
+import { printableName } from './paths.js';
 import { ProblemList } from './problems.js';
 import { isRandomAccessSource, spool } from './source.js';
 import { TarParser, walkTar } from './tar.js';
@@ -119,11 +120,19 @@ export async function validateDatasetArchive(input: ArchiveInput, opts: Validate
 
   // A partly read archive would only add noise (files "missing" because they were never reached).
   const dataset = complete ? collector.finish(problems) : { classNames: [], splits: {}, root: '' };
+  // Class names label every metric and prediction: single-line text, like every name in the API.
+  // What is stored is escaped, since an INVALID report keeps them too.
+  const classNames = dataset.classNames.map((name, i) => {
+    const shown = printableName(name);
+    if (shown !== name) problems.archive(`class name ${i} ("${shown}") must not contain control characters`);
+    return shown;
+  });
   return {
     status: problems.count === 0 ? 'READY' : 'INVALID',
     format: opts.format,
-    problems: problems.list(),
-    classNames: dataset.classNames,
+    // Messages quote what the archive holds (YAML values, JSON strings).
+    problems: problems.list().map((p) => ({ ...p, message: printableName(p.message) })),
+    classNames,
     splits: dataset.splits,
     sha256,
     sizeBytes,

@@ -37,9 +37,12 @@ export function isIgnoredEntry(path: string): boolean {
   return base === '.DS_Store' || base === 'Thumbs.db' || base === 'desktop.ini' || base.startsWith('._');
 }
 
-/** A name fit for a problem's `path`: control characters would garble logs and UIs. */
+/**
+ * A name fit for a problem's `path` or message: control characters (C0, DEL and C1) would garble
+ * logs and UIs, and NUL cannot be stored in PostgreSQL at all.
+ */
 export function printableName(raw: string): string {
-  return raw.replace(/[\u0000-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  return raw.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 
 // Code page 437, the zip default when the UTF-8 flag is off (what Python's zipfile decodes with).
