@@ -71,40 +71,43 @@ export function checkDocumentSource(source: string, limits: Pick<DocumentLimits,
 }
 
 /**
- * Refuses a selection set in which one response name occurs more than `max` times, counting the
- * fields its inline fragments and fragment spreads bring in. graphql-js's OverlappingFieldsCanBeMerged
- * compares every pair of fields that share a response name (and their sub-selections): 500
- * `viewer { role }` (2,000 tokens) took ~1 s of validation. Iterative, before validation.
+ * Refuses a document in which one response path (`viewer.organization.id`) is selected more than
+ * `max` times, counting what inline fragments and fragment spreads bring in and multiplying through
+ * nesting. graphql-js's OverlappingFieldsCanBeMerged compares every pair of fields merged into one
+ * response path, each pair with its sub-selections: 500 `viewer { role }` (2,000 tokens) took ~1 s,
+ * and 18 `viewer` each holding 18 `organization` 0.7 s of validation plus 0.3 s of JIT compilation.
+ * Iterative; it stops at the first path over the limit, so it visits at most tokens x max fields.
  */
 export function checkFieldRepeats(document: DocumentNode, max: number): void {
   const fragments = new Map<string, FragmentDefinitionNode>();
-  const sets: SelectionSetNode[] = [];
   for (const def of document.definitions) {
     if (def.kind === Kind.FRAGMENT_DEFINITION) fragments.set(def.name.value, def);
   }
-  visit(document, { SelectionSet: (node) => void sets.push(node) });
-  for (const set of sets) {
-    const counts = new Map<string, number>();
-    const seenFragments = new Set<string>();
-    const pending: SelectionSetNode[] = [set];
-    while (pending.length) {
-      for (const selection of pending.pop()!.selections) {
-        if (selection.kind === Kind.FIELD) {
-          const name = selection.alias?.value ?? selection.name.value;
-          const n = (counts.get(name) ?? 0) + 1;
-          if (n > max) {
-            throw limitError('maxFieldRepeats', max, `Syntax Error: "${name}" is selected more than ${max} times in one selection set.`);
-          }
-          counts.set(name, n);
-        } else if (selection.kind === Kind.INLINE_FRAGMENT) {
-          pending.push(selection.selectionSet);
-        } else {
-          const fragment = fragments.get(selection.name.value);
-          // Each fragment once per selection set: that is also how graphql-js merges them.
-          if (fragment && !seenFragments.has(fragment.name.value)) {
-            seenFragments.add(fragment.name.value);
-            pending.push(fragment.selectionSet);
-          }
+  const counts = new Map<string, number>();
+  const pending: [SelectionSetNode, string, Set<string>][] = [];
+  for (const def of document.definitions) {
+    if (def.kind === Kind.OPERATION_DEFINITION) pending.push([def.selectionSet, '', new Set()]);
+  }
+  while (pending.length) {
+    const [set, path, spread] = pending.pop()!;
+    for (const selection of set.selections) {
+      if (selection.kind === Kind.FIELD) {
+        const key = `${path}.${selection.alias?.value ?? selection.name.value}`;
+        const n = (counts.get(key) ?? 0) + 1;
+        if (n > max) {
+          throw limitError('maxFieldRepeats', max, `Syntax Error: "${key.slice(1)}" is selected more than ${max} times.`);
+        }
+        counts.set(key, n);
+        if (selection.selectionSet) pending.push([selection.selectionSet, key, new Set()]);
+      } else if (selection.kind === Kind.INLINE_FRAGMENT) {
+        pending.push([selection.selectionSet, path, spread]);
+      } else {
+        const fragment = fragments.get(selection.name.value);
+        // A fragment spread twice into one selection set merges once (and cycles stop here; the
+        // NoFragmentCycles rule refuses them later).
+        if (fragment && !spread.has(fragment.name.value)) {
+          spread.add(fragment.name.value);
+          pending.push([fragment.selectionSet, path, spread]);
         }
       }
     }
