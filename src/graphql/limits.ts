@@ -174,9 +174,9 @@ export class DocumentCache {
     // Only documents this module parsed (and so measured) are cached.
     if (tokens === undefined) return;
     const bytes = source.length * 2 + tokens * DocumentCache.BYTES_PER_TOKEN;
-    // One entry may not take more than a sixteenth of the budget: a stream of large distinct
-    // documents must not evict every small, frequently used one.
-    if (bytes > this.maxBytes / 16) return;
+    // One entry may not take more than 1/64 of the budget (512 KiB of 32 MiB; real documents are a
+    // few KiB): a stream of large distinct documents must not evict every small, frequently used one.
+    if (bytes > this.maxBytes / 64) return;
     const old = this.entries.get(source);
     if (old) {
       this.entries.delete(source);
