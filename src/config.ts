@@ -73,6 +73,28 @@ const envSchema = z.object({
   // Query depth and alias limits: stop cheap requests that expand into expensive work.
   CVTRAIN_MAX_DEPTH: intFrom(3, 100).default(14),
   CVTRAIN_MAX_ALIASES: intFrom(1, 1000).default(30),
+  // --- GraphQL request limits (issue 12; src/graphql/limits.ts), checked before parsing ---
+  // Most lexical tokens in one document (comments are not tokens). GraphiQL's introspection query
+  // has 184 and the persisted operations at most 61; 55,000 aliases or 21,200 chained fragments
+  // need over 100,000. Refusing costs lexing at most this many tokens.
+  CVTRAIN_MAX_TOKENS: intFrom(100, 100_000).default(2000),
+  // Deepest nesting of "{", "[" and "(" in a document and of arrays and objects in variables:
+  // graphql-js parses, validates and coerces recursively, and ~5,000 levels overflowed the stack.
+  // Introspection nests 10 deep.
+  CVTRAIN_MAX_NESTING: intFrom(8, 1000).default(32),
+  // Most times one response path (viewer.organization.id) may be selected, fragments included and
+  // multiplied through nesting: validation compares each pair of them with their sub-selections
+  // (500 copies of `viewer { role }` cost ~1 s of CPU; 18 x 18 nested copies 1 s).
+  CVTRAIN_MAX_FIELD_REPEATS: intFrom(2, 1000).default(20),
+  // Byte budget (MiB) of the parsed-document cache per API process; a parsed document costs
+  // ~500 bytes per token besides its text. 0 turns the cache off.
+  CVTRAIN_DOCUMENT_CACHE_MB: intFrom(0, 4096).default(32),
+  // Introspection for callers without credentials; on by default except in production. Signed-in
+  // callers may always introspect.
+  CVTRAIN_INTROSPECTION: z.enum(['0', '1', 'true', 'false']).optional(),
+  // Benchmarks only (npm run bench compares both): 0 turns the token, nesting and byte-bounded
+  // cache limits off and restores yoga's 1,024-entry caches. Never set it in a deployment.
+  CVTRAIN_REQUEST_LIMITS: z.enum(['0', '1', 'true', 'false']).default('1'),
   // Connection pool per API process; PostgreSQL copes with a few per core.
   CVTRAIN_DB_POOL_MAX: intFrom(1, 200).default(10),
   // Cached query responses per API process (src/graphql/response-cache.ts); 0 turns the cache off.
@@ -161,6 +183,8 @@ export interface Config {
   maxBodyBytes: number;
   maxDepth: number;
   maxAliases: number;
+  /** GraphQL request limits (src/graphql/limits.ts); `enabled` false only in benchmarks. */
+  requestLimits: { enabled: boolean; maxTokens: number; maxNesting: number; maxFieldRepeats: number; documentCacheBytes: number; anonymousIntrospection: boolean };
   dbPoolMax: number;
   responseCache: { maxEntries: number; maxBytes: number };
   embeddedPg: 'auto' | 'always' | 'never';
@@ -269,6 +293,17 @@ export function loadConfig(
     maxBodyBytes: e.CVTRAIN_MAX_BODY_BYTES,
     maxDepth: e.CVTRAIN_MAX_DEPTH,
     maxAliases: e.CVTRAIN_MAX_ALIASES,
+    requestLimits: {
+      enabled: e.CVTRAIN_REQUEST_LIMITS === '1' || e.CVTRAIN_REQUEST_LIMITS === 'true',
+      maxTokens: e.CVTRAIN_MAX_TOKENS,
+      maxNesting: e.CVTRAIN_MAX_NESTING,
+      maxFieldRepeats: e.CVTRAIN_MAX_FIELD_REPEATS,
+      documentCacheBytes: e.CVTRAIN_DOCUMENT_CACHE_MB * 1024 * 1024,
+      anonymousIntrospection:
+        e.CVTRAIN_INTROSPECTION !== undefined
+          ? e.CVTRAIN_INTROSPECTION === '1' || e.CVTRAIN_INTROSPECTION === 'true'
+          : e.NODE_ENV !== 'production',
+    },
     dbPoolMax: e.CVTRAIN_DB_POOL_MAX,
     responseCache: { maxEntries: e.CVTRAIN_RESPONSE_CACHE_ENTRIES, maxBytes: e.CVTRAIN_RESPONSE_CACHE_MB * 1024 * 1024 },
     embeddedPg: e.CVTRAIN_EMBEDDED_PG,

@@ -13,6 +13,8 @@ import { createRequestContext, type RequestContext } from './graphql/context.js'
 import { createLocalStorageHandler } from './storage/local-http.js';
 import { loadPersistedOperations } from './graphql/persisted.js';
 import { createResponseCache, type ResponseCache } from './graphql/response-cache.js';
+import { isClientError, logFieldsFor, logMessageFor, sanitizedOriginal, useRedactVariables } from './graphql/error-hygiene.js';
+import { createDocumentLimits } from './graphql/limits.js';
 import { useSharedSubscriptionExecution } from './graphql/shared-subscriptions.js';
 import { useGraphQLJsVariableErrors } from './graphql/variable-errors.js';
 import { startWebsocketServer } from './graphql/websocket.js';
@@ -54,6 +56,7 @@ export function createGraphQLHandler(app: App) {
   };
 
   const responseCache = createResponseCache(config.responseCache);
+  const limits = config.requestLimits.enabled ? createDocumentLimits(config.requestLimits) : null;
   const plugins: Plugin[] = [
     // First: a hit skips every later plugin's execution work.
     responseCache.plugin,
@@ -64,10 +67,16 @@ export function createGraphQLHandler(app: App) {
         !args.document.definitions.some((d) => d.kind === Kind.OPERATION_DEFINITION && d.operation === 'subscription'),
     }) as Plugin,
     useCSRFPrevention({ requestHeaders: PREFLIGHT_HEADERS }),
+    // --- request limits and error hygiene (issue 12) ---
+    // Tokens, nesting and the variables' nesting before parsing; anonymous introspection.
+    ...(limits ? [limits.plugin as Plugin] : []),
+    // Rewrites graphql-jit's variable errors (which name the wrong variable) before they are redacted.
     useGraphQLJsVariableErrors(),
-    useRedactRejectedVariables(),
+    useRedactVariables(),
     maxDepthPlugin({ n: config.maxDepth, ignoreIntrospection: true, exposeLimits: true }) as Plugin,
-    maxAliasesPlugin({ n: config.maxAliases, exposeLimits: true }) as Plugin,
+    // graphql-armor exempts __typename by default: 55,000 `a1: __typename` aliases cost ~2 s of CPU.
+    maxAliasesPlugin({ n: config.maxAliases, exposeLimits: true, allowList: [] }) as Plugin,
+    // --- end of issue 12's block ---
     usePersistedOperations({
       getPersistedOperation: (hash) => persisted.get(hash) ?? null,
       // Keys marked persisted-only run nothing but the manifest's operations.
@@ -90,9 +99,22 @@ export function createGraphQLHandler(app: App) {
       debug: (...args) => log.debug(String(args[0])),
       info: (...args) => log.info(String(args[0])),
       warn: (...args) => log.warn(String(args[0])),
-      error: (...args) => log.error(String(args[0]), args[1] ? errorFields(args[1]) : undefined),
+      // Yoga logs every error it masks or rewrites, a client's mistakes included: those go to debug
+      // (any client could otherwise write ERROR lines at will), and no line carries a database
+      // error's SQL or values.
+      error: (...args) => {
+        const err = args[0];
+        if (err instanceof Error) {
+          if (isClientError(err)) log.debug('request refused', { error: logMessageFor(err) });
+          else log.error(logMessageFor(err), logFieldsFor(err));
+        } else log.error(String(err), args[1] ? errorFields(args[1]) : undefined);
+      },
     },
     plugins,
+    // One operation per request: a batch of 10 would multiply every limit by 10.
+    batching: false,
+    // Bounded in bytes; parse errors are not kept (each held its source). See src/graphql/limits.ts.
+    ...(limits ? { parserAndValidationCache: { documentCache: limits.documentCache, errorCache: limits.errorCache } } : {}),
     // The HTTP handler in startServer refuses a body without a Content-Length or over
     // CVTRAIN_MAX_BODY_BYTES before yoga sees it, so yoga's limit, which pipes every request body
     // through a counting TransformStream (about 15% of a small request's CPU here: the stream, its
@@ -199,57 +221,27 @@ const errorCodes: Record<string, string> = {
 
 function exposeExpectedErrors(error: unknown, message: string, isDev?: boolean): Error {
   const original = error instanceof GraphQLError ? error.originalError : error;
+  const gqlError = error instanceof GraphQLError ? error : null;
   if (original instanceof AppError) {
-    const gqlError = error instanceof GraphQLError ? error : null;
     const extensions: Record<string, unknown> = { code: errorCodes[original.name] ?? 'BAD_REQUEST' };
     if (original instanceof ValidationError) extensions.field = original.field;
-    return new GraphQLError(original.message, {
+    // The GraphQLError's message, which variable redaction may have rewritten, not the original's.
+    return new GraphQLError(gqlError?.message ?? original.message, {
       nodes: gqlError?.nodes,
       path: gqlError?.path,
       extensions,
     });
   }
-  return maskError(error, message, isDev);
-}
-
-/**
- * graphql-js quotes a rejected variable's value in its error ("got invalid value \"...\""). A
- * secret typed into the wrong field (a password where an email goes) would come back in the
- * response, so the quoted value is cut out; the path and the reason stay.
- */
-function useRedactRejectedVariables(): Plugin {
-  // Keeps the variable, the path and the reason (field and type names); drops the quoted values.
-  const redact = (message: string) => {
-    const [head, ...reasons] = message.split('; ');
-    const variable = /^Variable "\$[^"]+"/.exec(head)?.[0] ?? 'A variable';
-    const at = / at "[^"]+"/.exec(head)?.[0] ?? '';
-    const reason = reasons
-      .join('; ')
-      .replace(/(value)\s*:.*$/s, '$1')
-      .replace(/, found .*$/s, '');
-    return `${variable} got invalid value${at}${reason ? `; ${reason}` : ''}`;
-  };
-  const fix = (result: { errors?: readonly GraphQLError[] }) =>
-    result.errors?.some((e) => e.message.includes('got invalid value'))
-      ? {
-          ...result,
-          errors: result.errors.map((e) =>
-            e.message.includes('got invalid value')
-              ? new GraphQLError(redact(e.message), { nodes: e.nodes, path: e.path, extensions: e.extensions })
-              : e,
-          ),
-        }
-      : null;
-  return {
-    onExecute: () => ({
-      onExecuteDone: ({ result, setResult }) => {
-        if (result && typeof result === 'object' && !(Symbol.asyncIterator in result)) {
-          const fixed = fix(result as { errors?: readonly GraphQLError[] });
-          if (fixed) setResult(fixed as never);
-        }
-      },
-    }),
-  };
+  const masked = maskError(error, message, false);
+  if (masked === error || !isDev) return masked;
+  // Development shows what failed and where, never what yoga would copy from the original error:
+  // a database error's message is its SQL with the parameter values (ciphertext included).
+  const dev = masked as GraphQLError;
+  return new GraphQLError(dev.message, {
+    nodes: dev.nodes,
+    path: dev.path,
+    extensions: { ...dev.extensions, originalError: sanitizedOriginal(original ?? error) },
+  });
 }
 
 function refuse(res: http.ServerResponse, status: number, message: string) {

@@ -175,8 +175,10 @@ export function createResponseCache(opts: { maxEntries: number; maxBytes: number
   const inflight = new Map<string, Promise<Entry | null>>();
   const settleOnResponse = new WeakMap<object, () => void>();
 
+  // Keys count against the byte bound too: they hold the variables, up to a request body each.
   const drop = (key: string, entry: Entry) => {
     entries.delete(key);
+    bytes -= key.length;
     if (entry.json !== null) bytes -= entry.json.length;
   };
   // Map iteration order is insertion order and a hit re-inserts its entry: the first key is the
@@ -294,6 +296,7 @@ export function createResponseCache(opts: { maxEntries: number; maxBytes: number
             if (!current || BigInt(current.version) < BigInt(version)) {
               if (current) drop(key, current);
               entries.set(key, entry);
+              bytes += key.length;
               evict();
             }
             setResult(resultFor(key, entry));
