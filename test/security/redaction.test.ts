@@ -78,7 +78,15 @@ describe('finding 3: no error message echoes a variable value', () => {
   });
 
   it('over the websocket, for queries and subscriptions', async () => {
-    const client = createClient({ url: dev.url.replace(/^http/, 'ws'), webSocketImpl: WebSocket, retryAttempts: 0, lazy: true });
+    // Sockets without credentials are closed at connection_init (4401), so the caller signs in.
+    const { token } = await signUp(dev, 'Redaction over ws');
+    const client = createClient({
+      url: dev.url.replace(/^http/, 'ws'),
+      webSocketImpl: WebSocket,
+      retryAttempts: 0,
+      lazy: true,
+      connectionParams: { authorization: `Bearer ${token}` },
+    });
     const run = (query: string, variables: Record<string, unknown>) =>
       new Promise<unknown[]>((resolve) => {
         const got: unknown[] = [];
