@@ -16,6 +16,7 @@ import { createResponseCache, type ResponseCache } from './graphql/response-cach
 import { isClientError, logFieldsFor, logMessageFor, sanitizedOriginal, useRedactVariables } from './graphql/error-hygiene.js';
 import { createDocumentLimits } from './graphql/limits.js';
 import { useSharedSubscriptionExecution } from './graphql/shared-subscriptions.js';
+import { useNoSubscriptionsOverHttp } from './graphql/http-subscriptions.js';
 import { useGraphQLJsVariableErrors } from './graphql/variable-errors.js';
 import { startWebsocketServer } from './graphql/websocket.js';
 import { schema } from './graphql/schema.js';
@@ -67,6 +68,7 @@ export function createGraphQLHandler(app: App) {
         !args.document.definitions.some((d) => d.kind === Kind.OPERATION_DEFINITION && d.operation === 'subscription'),
     }) as Plugin,
     useCSRFPrevention({ requestHeaders: PREFLIGHT_HEADERS }),
+    useNoSubscriptionsOverHttp(),
     // --- request limits and error hygiene (issue 12) ---
     // Tokens, nesting and the variables' nesting before parsing; anonymous introspection.
     ...(limits ? [limits.plugin as Plugin] : []),
