@@ -62,8 +62,11 @@ const TRAILING_REASONS: [RegExp, (m: RegExpExecArray) => string][] = [
   [new RegExp(`; Expected type "?(${NAME})"?\\.$`), (m) => `Expected type "${m[1]}".`],
 ];
 // Reasons that end with the value: only the built-in scalar's name is kept.
-const SCALAR_REASON = /; (?:Expected type "?[_A-Za-z][_0-9A-Za-z]*"?; )?(Int|Float|String|Boolean|ID) cannot represent /;
+// graphql-js's fixed wording before the ": <value>" is kept, so the client learns what was wrong.
+const SCALAR_REASON =
+  /; (?:Expected type "?[_A-Za-z][_0-9A-Za-z]*"?; )?(Int|Float|String|Boolean|ID) cannot represent (non-integer value|non 32-bit signed integer value|non numeric value|a non string value|a non boolean value)?/;
 
+const FIELD_PATH = new RegExp(`^${NAME}(?:\\.(?:${NAME}|\\d+))*$`);
 const COERCION = new RegExp(`^Variable "\\$(${NAME})" got invalid value `);
 
 /**
@@ -73,7 +76,7 @@ const COERCION = new RegExp(`^Variable "\\$(${NAME})" got invalid value `);
  * variable is dropped: graphql-jit never gives one, and in graphql-js's message it follows the
  * value and could be forged by it.
  */
-function rebuildCoercionMessage(message: string, variable: string): string {
+function rebuildCoercionMessage(message: string, variable: string, field?: unknown): string {
   let reason = 'The value does not match its type.';
   const trailing = TRAILING_REASONS.map(([re, fmt]) => {
     const m = re.exec(message);
@@ -82,16 +85,19 @@ function rebuildCoercionMessage(message: string, variable: string): string {
   if (trailing) reason = trailing;
   else {
     const scalar = SCALAR_REASON.exec(message);
-    if (scalar) reason = `${scalar[1]} cannot represent this value.`;
+    if (scalar) reason = `${scalar[1]} cannot represent ${scalar[2] ?? 'this value'}.`;
   }
-  return `Variable "$${variable}" got invalid value; ${reason}`;
+  // extensions.field is set by useGraphQLJsVariableErrors from graphql-js's coercion path, which
+  // holds only the schema's field names and list indices; the shape check keeps anything else out.
+  const at = typeof field === 'string' && field !== variable && FIELD_PATH.test(field) ? ` at "${field}"` : '';
+  return `Variable "$${variable}" got invalid value${at}; ${reason}`;
 }
 
 export function redactError(error: GraphQLError, variables: unknown, secrets = secretsOf(variables)): GraphQLError {
   const coercion = COERCION.exec(error.message);
   if (coercion) {
     // No originalError: it is the unredacted reason, and masking would otherwise look inside it.
-    return new GraphQLError(scrub(rebuildCoercionMessage(error.message, coercion[1]), secrets), {
+    return new GraphQLError(scrub(rebuildCoercionMessage(error.message, coercion[1], error.extensions?.field), secrets), {
       nodes: error.nodes,
       extensions: { ...error.extensions, code: 'BAD_USER_INPUT' },
     });

@@ -73,8 +73,8 @@ describe('finding 3: no error message echoes a variable value', () => {
     const res = await dev.gql(leaks[0][1], leaks[0][2]);
     expect(res.errors?.[0].message).toBe('Variable "$input" got invalid value; Field "extra" is not defined by type "SignInInput".');
     const int = await dev.gql('mutation($input: SignInInput!) { signIn(input: $input) { __typename } }', { input: { email: 5, password: SECRET } });
-    // graphql-jit names the nested field's variable after the field ("$email").
-    expect(int.errors?.[0].message).toMatch(/^Variable "\$\w+" got invalid value; String cannot represent this value\.$/);
+    // graphql-jit named the nested field's variable after the field ("$email"); graphql-js's path is kept.
+    expect(int.errors?.[0].message).toBe('Variable "$input" got invalid value at "input.email"; String cannot represent a non string value.');
   });
 
   it('over the websocket, for queries and subscriptions', async () => {
