@@ -68,6 +68,8 @@ async function startPlatform(): Promise<Platform> {
     ...benchSecrets(),
     CVTRAIN_DATA_DIR: mkdtempSync(path.join(tmpdir(), 'cvtrain-pbench-')),
     CVTRAIN_LOCAL_GPU_NODE: '0',
+    // Thousands of subscriptions of one user within seconds: past the per-user default (50/s).
+    CVTRAIN_RATE_LIMIT_RPS: '1000000',
   };
   const api = await startBenchApi(env);
   const p = { url: api.url, wsUrl: api.wsUrl };

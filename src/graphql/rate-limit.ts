@@ -23,6 +23,8 @@ export function createRequestRateLimit(app: App, principalFor: PrincipalFor) {
   const sockets = new WeakMap<Request, IncomingMessage>();
   const addresses = new WeakMap<Request, string | null>();
   const retryAfter = new WeakMap<Request, number>();
+  // HTTP requests already counted in onRequest; their operations are not counted again.
+  const counted = new WeakSet<Request>();
 
   const addressOf = (request: Request): string | null => {
     let address = addresses.get(request);
@@ -42,15 +44,16 @@ export function createRequestRateLimit(app: App, principalFor: PrincipalFor) {
     return limits.anonymous ? limits.anonymous.take(addressBucket(address())) : 0;
   };
 
-  // A websocket operation: its context carries no Request (src/server.ts builds it from
-  // connection_init). Its address is the context's clientAddress when the socket code sets one.
+  // An operation not counted as an HTTP request: a websocket operation, whose context the socket
+  // code builds from connection_init. Its address is the context's clientAddress where the socket
+  // code sets one; otherwise anonymous operations share one bucket.
   const limitOperation = (
     contextValue: unknown,
     stop: (result: { errors: GraphQLError[] }) => void,
   ): void | Promise<void> => {
     const ctx = contextValue as { request?: Request; principal?: () => Promise<Principal | null>; clientAddress?: string | null };
-    if (ctx.request || typeof ctx.principal !== 'function') return;
     if (!limits.requests && !limits.anonymous) return;
+    if ((ctx.request && counted.has(ctx.request)) || typeof ctx.principal !== 'function') return;
     return ctx.principal().then(async (principal) => {
       const ms = await wait(principal, () => ctx.clientAddress ?? null);
       if (ms > 0) stop({ errors: [limitExceeded(ms)] });
@@ -62,6 +65,7 @@ export function createRequestRateLimit(app: App, principalFor: PrincipalFor) {
       const req = (serverContext as { req?: IncomingMessage } | undefined)?.req;
       if (req) sockets.set(request, req);
       if (!limits.requests && !limits.anonymous) return;
+      counted.add(request);
       // Before parsing and execution: a refused request costs its principal lookup (needed by the
       // request anyway) and, now and then, one Redis round trip.
       return principalFor(request).then(

@@ -7,9 +7,13 @@ import http from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { createClient, type Client } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
 import WebSocket from 'ws';
+import { loadConfig } from '../../src/config.js';
+import { addressBucket, LeasedBuckets, RateLimits, TokenBuckets } from '../../src/lib/rate-limit.js';
 import { hashPassword } from '../../src/modules/orgs/credentials.js';
-import { ok, signUp, startTestApi, type SignedUp, type TestApi } from '../helpers/api.js';
+import { ok, signUp, startTestApi, testSecrets, type SignedUp, type TestApi } from '../helpers/api.js';
+import { freePort } from '../helpers/processes.js';
 
 interface RawResponse {
   status: number;
@@ -346,5 +350,50 @@ describe('request rate limits', () => {
     // Another address, and a signed-in caller at the same address, have buckets of their own.
     expect((await query(undefined, '127.0.0.4')).status).toBe(200);
     expect((await query(keySecret, '127.0.0.3')).status).toBe(200);
+  });
+});
+
+describe('limit settings and failure modes', () => {
+  it('0 turns a limit off; a bad value stops the server naming the variable', () => {
+    const config = loadConfig({
+      NODE_ENV: 'test',
+      ...testSecrets(),
+      CVTRAIN_RATE_LIMIT_RPS: '0',
+      CVTRAIN_ANON_RATE_LIMIT_RPS: '0',
+      CVTRAIN_AUTH_ADDRESS_PER_MIN: '0',
+      CVTRAIN_AUTH_ACCOUNT_PER_MIN: '0',
+    });
+    const redis = new Redis({ lazyConnect: true });
+    const limits = new RateLimits(redis, 'unused:', config.rateLimits);
+    expect([limits.requests, limits.anonymous, limits.authPerAddress, limits.authPerAccount]).toEqual([null, null, null, null]);
+    limits.close();
+    redis.disconnect();
+    expect(() => loadConfig({ NODE_ENV: 'test', ...testSecrets(), CVTRAIN_TRUST_PROXY: 'yes' })).toThrow(/CVTRAIN_TRUST_PROXY/);
+    // Defaults: a dashboard polling hard (a few requests a second) stays far below them.
+    const defaults = loadConfig({ NODE_ENV: 'test', ...testSecrets() }).rateLimits;
+    expect(defaults.requests).toMatchObject({ ratePerSecond: 50, burst: 200 });
+    expect(defaults.trustProxy).toBe(0);
+  });
+
+  it('with Redis unreachable, requests go ahead instead of being refused', async () => {
+    const port = await freePort();
+    const redis = new Redis({ port, maxRetriesPerRequest: 1, commandTimeout: 500, retryStrategy: () => 1000 });
+    redis.on('error', () => undefined);
+    const leased = new LeasedBuckets(new TokenBuckets(redis, 'dead:'), { name: 'req', ratePerSecond: 1, burst: 1 });
+    try {
+      for (let i = 0; i < 5; i++) expect(await leased.take('u:someone')).toBe(0);
+    } finally {
+      leased.close();
+      redis.disconnect();
+    }
+  });
+
+  it('IPv6 clients share their /64; IPv4-mapped addresses are IPv4', () => {
+    expect(addressBucket('2001:db8:1:2:aaaa:bbbb:cccc:dddd')).toBe('2001:db8:1:2::/64');
+    expect(addressBucket('2001:db8:1:2::1')).toBe(addressBucket('2001:db8:1:2:ffff::9'));
+    expect(addressBucket('2001:db8::1')).toBe('2001:db8:0:0::/64');
+    expect(addressBucket('::ffff:192.0.2.7')).toBe('192.0.2.7');
+    expect(addressBucket('192.0.2.7')).toBe('192.0.2.7');
+    expect(addressBucket(null)).toBe('unknown');
   });
 });
