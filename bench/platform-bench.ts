@@ -70,6 +70,8 @@ async function startPlatform(): Promise<Platform> {
     CVTRAIN_LOCAL_GPU_NODE: '0',
     // The fan-out opens 10,000 sockets with one user's token, far above the per-user cap of real use.
     CVTRAIN_WS_MAX_CONNECTIONS_PER_USER: '100000',
+    // Thousands of subscriptions of one user within seconds: past the per-user default (50/s).
+    CVTRAIN_RATE_LIMIT_RPS: '1000000',
   };
   const api = await startBenchApi(env);
   const p = { url: api.url, wsUrl: api.wsUrl };

@@ -2,6 +2,7 @@
 import type { MikroORM } from '@mikro-orm/postgresql';
 import type { Config } from './config.js';
 import type { Sql } from './db/sql.js';
+import { RateLimits } from './lib/rate-limit.js';
 import { SecretBox } from './lib/secret-box.js';
 import { StorageRegistry } from './storage/index.js';
 import { createPublisher, type Publisher } from './events/publisher.js';
@@ -29,6 +30,8 @@ export interface App {
   publisher: Publisher;
   providers: ProviderRegistry;
   orchestrator: Orchestrator;
+  /** Request rate limits and sign-in throttling, kept in Redis (src/lib/rate-limit.ts). */
+  rateLimits: RateLimits;
   /** Closes every client this app opened (not the ORM or SQL pool, which the caller owns). */
   close(): Promise<void>;
 }
@@ -41,6 +44,9 @@ export function createApp(config: Config, orm: MikroORM, sql: Sql): App {
   const providers = new ProviderRegistry().register(new PlatformProvider(config, sql, control));
   const orchestrator = new Orchestrator(sql, providers, publisher);
   const storage = new StorageRegistry(config.storage, listeningUrl(config.host, config.port));
+  // Its own connection, which gives up quickly: a limit waits for Redis no longer than this.
+  const limitsRedis = createRedis(config, 'rate-limits', { maxRetriesPerRequest: 1, commandTimeout: 1000 });
+  const rateLimits = new RateLimits(limitsRedis, config.redisPrefix, config.rateLimits);
   return {
     config,
     orm,
@@ -52,7 +58,10 @@ export function createApp(config: Config, orm: MikroORM, sql: Sql): App {
     publisher,
     providers,
     orchestrator,
+    rateLimits,
     async close() {
+      rateLimits.close();
+      limitsRedis.disconnect();
       await providers.close();
       await topics.close();
       control.disconnect();

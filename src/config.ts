@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from '
 import path from 'node:path';
 import { z } from 'zod';
 import { DEFAULT_REDIS_PREFIX, REDIS_PREFIX_PATTERN } from '../protocol/index.js';
+import type { RateLimitSettings } from './lib/rate-limit.js';
 import type { BackendConfig, StorageSettings } from './storage/types.js';
 
 export class ConfigError extends Error {
@@ -134,6 +135,27 @@ const envSchema = z.object({
   CVTRAIN_DATASET_MAX_UNCOMPRESSED_BYTES: intFrom(1, Number.MAX_SAFE_INTEGER).optional(),
   CVTRAIN_DATASET_MAX_ENTRY_BYTES: intFrom(1, Number.MAX_SAFE_INTEGER).optional(),
   CVTRAIN_DATASET_MAX_RATIO: intFrom(2, 100_000).optional(),
+  // --- rate limits and sign-in throttling (src/lib/rate-limit.ts; README "Rate limits") ---
+  // Token buckets in Redis shared by all replicas: a rate (sustained) and a burst (the bucket's
+  // size, spendable at once after a pause). A rate of 0 turns that limit off.
+  // Requests per second of each user and each API key, over HTTP and websocket operations together;
+  // a dashboard polling hard stays far below it.
+  CVTRAIN_RATE_LIMIT_RPS: z.coerce.number().min(0).max(1_000_000).default(50),
+  CVTRAIN_RATE_LIMIT_BURST: intFrom(1, 10_000_000).default(200),
+  // Requests per second without valid credentials, per client address (sign-in, sign-up, probes).
+  CVTRAIN_ANON_RATE_LIMIT_RPS: z.coerce.number().min(0).max(1_000_000).default(20),
+  CVTRAIN_ANON_RATE_LIMIT_BURST: intFrom(1, 10_000_000).default(100),
+  // Sign-in and sign-up attempts per client address, each one counted (each costs ~50-120 ms of
+  // scrypt CPU, so this bounds what one address can make the API spend), per minute.
+  CVTRAIN_AUTH_ADDRESS_PER_MIN: z.coerce.number().min(0).max(1_000_000).default(30),
+  CVTRAIN_AUTH_ADDRESS_BURST: intFrom(1, 1_000_000).default(30),
+  // Failed sign-in and sign-up attempts per account (the normalised email), per minute: password
+  // guessing against one account from many addresses. A correct password costs nothing here.
+  CVTRAIN_AUTH_ACCOUNT_PER_MIN: z.coerce.number().min(0).max(1_000_000).default(1),
+  CVTRAIN_AUTH_ACCOUNT_BURST: intFrom(1, 1_000_000).default(10),
+  // Reverse proxies in front of the API whose X-Forwarded-For entries are believed (hop count).
+  // 0: the socket's address is the client's, so a client cannot choose the address it is limited by.
+  CVTRAIN_TRUST_PROXY: intFrom(0, 10).default(0),
   // --- storage (src/storage/; README "Storage") ---
   // Backend of the platform's own storage; organizations may bring their own (storage profiles).
   CVTRAIN_STORAGE: z.enum(['local', 's3', 'azure']).default('local'),
@@ -203,6 +225,8 @@ export interface Config {
     maxSubscriptionsPerConnection: number;
   };
   storage: StorageSettings;
+  /** Request rate limits and sign-in throttling (src/lib/rate-limit.ts). */
+  rateLimits: RateLimitSettings;
   /** Overrides of the archive validator's limits; unset ones keep their defaults. */
   datasetLimits: {
     maxEntries?: number;
@@ -328,6 +352,13 @@ export function loadConfig(
         maxCompressionRatio: e.CVTRAIN_DATASET_MAX_RATIO,
       }).filter(([, v]) => v !== undefined),
     ),
+    rateLimits: {
+      requests: { name: 'req', ratePerSecond: e.CVTRAIN_RATE_LIMIT_RPS, burst: e.CVTRAIN_RATE_LIMIT_BURST },
+      anonymous: { name: 'anon', ratePerSecond: e.CVTRAIN_ANON_RATE_LIMIT_RPS, burst: e.CVTRAIN_ANON_RATE_LIMIT_BURST },
+      authPerAddress: { name: 'auth-addr', ratePerSecond: e.CVTRAIN_AUTH_ADDRESS_PER_MIN / 60, burst: e.CVTRAIN_AUTH_ADDRESS_BURST },
+      authPerAccount: { name: 'auth-acct', ratePerSecond: e.CVTRAIN_AUTH_ACCOUNT_PER_MIN / 60, burst: e.CVTRAIN_AUTH_ACCOUNT_BURST },
+      trustProxy: e.CVTRAIN_TRUST_PROXY,
+    },
     storage: storageSettings(e, dataDir, warn),
   };
 }

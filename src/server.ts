@@ -12,6 +12,7 @@ import { listeningUrl, type App } from './app.js';
 import { createRequestContext, type RequestContext } from './graphql/context.js';
 import { createLocalStorageHandler } from './storage/local-http.js';
 import { loadPersistedOperations } from './graphql/persisted.js';
+import { createRequestRateLimit } from './graphql/rate-limit.js';
 import { createResponseCache, type ResponseCache } from './graphql/response-cache.js';
 import { isClientError, logFieldsFor, logMessageFor, sanitizedOriginal, useRedactVariables } from './graphql/error-hygiene.js';
 import { createDocumentLimits } from './graphql/limits.js';
@@ -57,9 +58,12 @@ export function createGraphQLHandler(app: App) {
   };
 
   const responseCache = createResponseCache(config.responseCache);
+  // Rate limits (src/graphql/rate-limit.ts): before everything, cache hits included.
+  const rateLimit = createRequestRateLimit(app, principalFor);
   const limits = config.requestLimits.enabled ? createDocumentLimits(config.requestLimits) : null;
   const plugins: Plugin[] = [
-    // First: a hit skips every later plugin's execution work.
+    rateLimit.plugin,
+    // Before the rest: a hit skips every later plugin's execution work.
     responseCache.plugin,
     // Compiles each distinct query once into straight-line JS; executing a 50-row page through
     // graphql-js's generic executor cost more than its SQL. Subscriptions keep the reference executor.
@@ -125,7 +129,12 @@ export function createGraphQLHandler(app: App) {
     // Websocket operations arrive without a Request: their context is built in onSubscribe below.
     context: ({ request }) =>
       request
-        ? createRequestContext(app, { authorization: request.headers.get('authorization'), principal: principalFor(request) })
+        ? createRequestContext(app, {
+            authorization: request.headers.get('authorization'),
+            principal: principalFor(request),
+            clientAddress: rateLimit.clientAddress(request),
+            noteRetryAfter: (seconds) => rateLimit.noteRetryAfter(request, seconds),
+          })
         : ({} as RequestContext),
   });
   return { yoga, persisted, responseCache };

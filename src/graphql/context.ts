@@ -34,11 +34,20 @@ export interface RequestContext {
    * closes); live streams pass it to topics.subscribe so they end at once, not at their next message.
    */
   signal?: AbortSignal;
+  /** The client's address (see clientAddress in src/lib/rate-limit.ts); null where unknown. */
+  clientAddress: string | null;
+  /** A rate limit refused part of this request: HTTP responses carry it as Retry-After. */
+  noteRetryAfter(seconds: number): void;
 }
 
 export function createRequestContext(
   app: App,
-  auth: { authorization: string | null; principal?: Promise<Principal | null> },
+  auth: {
+    authorization: string | null;
+    principal?: Promise<Principal | null>;
+    clientAddress?: string | null;
+    noteRetryAfter?: (seconds: number) => void;
+  },
 ): RequestContext {
   // Forking an EntityManager is not free and many requests (lists, node lookups) never use one.
   let em: EntityManager | null = null;
@@ -49,6 +58,8 @@ export function createRequestContext(
     app,
     config: app.config,
     services: undefined as unknown as Services,
+    clientAddress: auth.clientAddress ?? null,
+    noteRetryAfter: auth.noteRetryAfter ?? (() => undefined),
     principal() {
       principalPromise ??= lookup().then((p) => {
         resolved = p;

@@ -53,6 +53,10 @@ builder.objectType(LimitExceededError, {
   fields: (t) => ({
     limit: t.exposeString('limit'),
     maximum: t.exposeFloat('maximum', { nullable: true }),
+    retryAfterSeconds: t.exposeInt('retryAfterSeconds', {
+      nullable: true,
+      description: 'For rate limits: seconds until a retry can succeed (also sent as the Retry-After header).',
+    }),
   }),
 });
 

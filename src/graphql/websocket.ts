@@ -20,6 +20,7 @@ import { createLogger } from '../lib/log.js';
 import { parseApiKey } from '../modules/orgs/credentials.js';
 import { bearerToken, resolvePrincipal, type Principal } from '../modules/orgs/principal.js';
 import { createRequestContext, type RequestContext } from './context.js';
+import { clientAddress } from '../lib/rate-limit.js';
 
 const log = createLogger('websocket');
 
@@ -251,7 +252,12 @@ export function startWebsocketServer(
         }
         const authorization =
           typeof wsCtx.connectionParams?.authorization === 'string' ? wsCtx.connectionParams.authorization : null;
-        const reqCtx = createRequestContext(app, { authorization });
+        // The address of the upgrade request: rate limits and sign-in throttling over the socket
+        // count against the same per-address buckets as HTTP.
+        const reqCtx = createRequestContext(app, {
+          authorization,
+          clientAddress: clientAddress(wsCtx.extra.request, app.rateLimits.trustProxy),
+        });
         const ended = new AbortController();
         reqCtx.signal = ended.signal;
         const principal = await reqCtx.principal();

@@ -43,6 +43,8 @@ export class LimitExceededError extends AppError {
     public readonly limit: string,
     public readonly maximum: number | null,
     message: string,
+    /** Set when the limit is a rate: how long until a retry can succeed. */
+    public readonly retryAfterSeconds: number | null = null,
   ) {
     super(message);
   }

@@ -42,6 +42,22 @@ export function testSecrets() {
   };
 }
 
+/**
+ * Test files sign up many users from 127.0.0.1 and send requests as fast as they can, which the
+ * default limits would refuse. The limits stay on, so their code runs in every test, but out of
+ * reach; test/security/rate-limits.test.ts sets its own.
+ */
+export const HIGH_RATE_LIMITS = {
+  CVTRAIN_RATE_LIMIT_RPS: '1000000',
+  CVTRAIN_RATE_LIMIT_BURST: '1000000',
+  CVTRAIN_ANON_RATE_LIMIT_RPS: '1000000',
+  CVTRAIN_ANON_RATE_LIMIT_BURST: '1000000',
+  CVTRAIN_AUTH_ADDRESS_PER_MIN: '1000000',
+  CVTRAIN_AUTH_ADDRESS_BURST: '1000000',
+  CVTRAIN_AUTH_ACCOUNT_PER_MIN: '1000000',
+  CVTRAIN_AUTH_ACCOUNT_BURST: '1000000',
+};
+
 export async function startTestApi(
   opts: { env?: Record<string, string>; onQuery?: (sql: string) => void; workers?: boolean } = {},
 ): Promise<TestApi> {
@@ -57,6 +73,7 @@ export async function startTestApi(
     CVTRAIN_REDIS_PREFIX: `cvtrain-test-${randomBytes(4).toString('hex')}:`,
     CVTRAIN_LOG_LEVEL: 'silent',
     ...testSecrets(),
+    ...HIGH_RATE_LIMITS,
     ...opts.env,
   });
   configureLogger({ level: config.logLevel, json: false });

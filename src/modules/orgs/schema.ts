@@ -2,6 +2,7 @@ import { builder } from '../../graphql/builder.js';
 import { E } from '../../graphql/errors.js';
 import { TEXT } from '../../graphql/text-guard.js';
 import { localId } from '../../graphql/ids.js';
+import { LimitExceededError } from '../../lib/errors.js';
 import { ROLES } from './entity.js';
 import type {
   ApiKeyRecord,
@@ -170,13 +171,13 @@ builder.mutationFields((t) => ({
   signUp: t.field({
     type: AuthPayloadRef,
     args: { input: t.arg({ type: SignUpInput }) },
-    errors: { types: E.write, dataField: { name: 'authPayload' } },
+    errors: { types: [...E.write, LimitExceededError], dataField: { name: 'authPayload' } },
     resolve: (_r, { input }, ctx) => ctx.services.orgs.signUp(input),
   }),
   signIn: t.field({
     type: AuthPayloadRef,
     args: { input: t.arg({ type: SignInInput }) },
-    errors: { types: E.write, dataField: { name: 'authPayload' } },
+    errors: { types: [...E.write, LimitExceededError], dataField: { name: 'authPayload' } },
     resolve: (_r, { input }, ctx) => {
       const organizationId = input.organizationId
         ? localId(String(input.organizationId), 'Organization', 'input.organizationId')

@@ -14,6 +14,7 @@ import {
 } from './credentials.js';
 import { hasRole } from './roles.js';
 import type { Principal } from './principal.js';
+import { throttleAuthAttempt } from './throttle.js';
 
 export interface OrganizationRecord {
   id: string;
@@ -92,6 +93,7 @@ export class OrgService {
 
   async signUp(input: unknown): Promise<AuthPayloadRecord> {
     const data = parseInput(signUpInput, input);
+    const attempt = await throttleAuthAttempt(this.ctx, data.email);
     const passwordHash = await hashPassword(data.password);
     const em = this.em.fork({ clear: true });
     try {
@@ -102,6 +104,7 @@ export class OrgService {
         await tx.flush();
         return { org, user };
       });
+      await attempt.succeeded();
       return this.authPayload(result.user, result.org, 'OWNER');
     } catch (err) {
       if (err instanceof UniqueConstraintViolationException) {
@@ -113,9 +116,11 @@ export class OrgService {
 
   async signIn(input: unknown): Promise<AuthPayloadRecord> {
     const data = parseInput(signInInput, input);
+    const attempt = await throttleAuthAttempt(this.ctx, data.email);
     const user = await this.em.findOne(User, { email: data.email }, { populate: ['passwordHash'] });
     const ok = await verifyPassword(data.password, user?.passwordHash ?? (await timingDummyHash()));
     if (!user || !ok) throw new AuthenticationError('Wrong email or password');
+    await attempt.succeeded();
     // Membership lookup across organizations: the caller has no organization scope yet.
     const memberships = await this.em.find(
       Membership,
