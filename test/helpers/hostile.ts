@@ -200,6 +200,24 @@ export async function seedOrg(api: TestApi, label: string): Promise<OrgFixture> 
   };
 }
 
+const TABLES = ['models', 'model_versions', 'datasets', 'dataset_versions', 'compute_profiles', 'storage_profiles', 'training_sessions', 'epoch_metrics', 'artifacts', 'api_keys', 'memberships'];
+
+/**
+ * Every row the organization owns, its organization row and its two users, straight from the
+ * database (catches writes the API would not show), in one statement. last_used_at is bookkeeping
+ * written when the organization's own key is used.
+ */
+export async function orgRows(api: TestApi, f: OrgFixture) {
+  const org = localOf(f.owner.orgId);
+  const [row] = await api.app.sql.query<Record<string, unknown>>(
+    `select ${TABLES.map((t) => `(select coalesce(json_agg(to_jsonb(x) - 'last_used_at' order by x.id), '[]') from ${t} x where organization_id = ?) as ${t}`).join(', ')},
+      (select json_agg(to_jsonb(o)) from organizations o where id = ?) as organizations,
+      (select json_agg(to_jsonb(u) order by u.id) from users u where id in (?, ?)) as users`,
+    [...TABLES.map(() => org), org, localOf(f.owner.userId), localOf(f.member.userId)],
+  );
+  return row;
+}
+
 // --- What an organization exposes to itself: the ids and cursors an attacker would want ---------------
 
 /** Everything the organization's OWNER can list, with every nested id and cursor. */

@@ -27,6 +27,7 @@ import {
   newProfile,
   newSession,
   newStorageProfile,
+  orgRows,
     q,
   seedOrg,
   spareUser,
@@ -592,23 +593,10 @@ const A_STATE = `{
   apiKeys { id name role revokedAt }
   members { role user { id email } }
 }`;
-const TABLES = ['models', 'model_versions', 'datasets', 'dataset_versions', 'compute_profiles', 'storage_profiles', 'training_sessions', 'epoch_metrics', 'artifacts', 'api_keys', 'memberships'];
-
-async function rowsOf(f: OrgFixture) {
-  const org = localOf(f.owner.orgId);
-  const [row] = await api.app.sql.query<Record<string, unknown>>(
-    `select ${TABLES.map((t) => `(select coalesce(json_agg(to_jsonb(x) - 'last_used_at' order by x.id), '[]') from ${t} x where organization_id = ?) as ${t}`).join(', ')},
-      (select json_agg(to_jsonb(o)) from organizations o where id = ?) as organizations,
-      (select json_agg(to_jsonb(u) order by u.id) from users u where id in (?, ?)) as users`,
-    [...TABLES.map(() => org), org, localOf(f.owner.userId), localOf(f.member.userId)],
-  );
-  return row;
-}
-
 async function snapshotA() {
   const res = await api.gql(A_STATE, {}, A.owner.token);
   expect(res.errors).toBeUndefined();
-  return { api: res.data, rows: await rowsOf(A) };
+  return { api: res.data, rows: await orgRows(api, A) };
 }
 
 async function runSlot(key: string, slotPath: string) {
@@ -617,7 +605,7 @@ async function runSlot(key: string, slotPath: string) {
   const field = fieldName(key);
   const guess = guesses();
   const callers: [string, string | null][] = c.anonymous ? [['anonymous', null]] : CALLERS.map(([l, t]) => [l, t()]);
-  const before = { a: await snapshotA(), b: await rowsOf(B) };
+  const before = { a: await snapshotA(), b: await orgRows(api, B) };
   const failures: string[] = [];
   let count = 0;
   for (const [i, [label, token]] of callers.entries()) {
@@ -659,7 +647,7 @@ async function runSlot(key: string, slotPath: string) {
   }
   expect(failures).toEqual([]);
   // Nothing of A changed, and a refused call wrote nothing for B either.
-  const after = { a: await snapshotA(), b: await rowsOf(B) };
+  const after = { a: await snapshotA(), b: await orgRows(api, B) };
   expect(after.a).toEqual(before.a);
   expect(after.b).toEqual(before.b);
   return count;
