@@ -303,10 +303,15 @@ export function wsUrl(api: TestApi): string {
 }
 
 /** A graphql-ws client authenticated in connection_init as clients do; records how the socket closed. */
-export function wsClient(api: TestApi, connectionParams: Record<string, unknown> | null, closes: { code: number; reason: string }[] = []): Client {
+export function wsClient(
+  api: TestApi,
+  connectionParams: Record<string, unknown> | null,
+  closes: { code: number; reason: string }[] = [],
+  webSocketImpl: unknown = WebSocket,
+): Client {
   return createClient({
     url: wsUrl(api),
-    webSocketImpl: WebSocket,
+    webSocketImpl,
     connectionParams: connectionParams ?? undefined,
     retryAttempts: 0,
     lazy: true,
