@@ -385,3 +385,60 @@ export async function wsOnce(
 export function bodyOf(res: GqlResponse): string {
   return JSON.stringify({ data: res.data ?? null, errors: res.errors ?? null });
 }
+
+/**
+ * One operation over GraphQL over Server-Sent Events (the API serves subscriptions on POST
+ * /graphql with `Accept: text/event-stream` too), collected like wsRun's: until the server
+ * completes it, `until` says enough, or `waitMs` passes. A non-200 answer is recorded as `closed`
+ * with the HTTP status.
+ */
+export async function sseRun(
+  api: TestApi,
+  authorization: string | null,
+  query: string,
+  variables: Record<string, unknown>,
+  opts: { until?: (events: WsEvent[]) => boolean; waitMs?: number } = {},
+): Promise<WsEvent[]> {
+  const events: WsEvent[] = [];
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), opts.waitMs ?? 3_000);
+  try {
+    const res = await fetch(api.url, {
+      method: 'POST',
+      signal: abort.signal,
+      headers: { 'content-type': 'application/json', accept: 'text/event-stream', ...(authorization !== null ? { authorization } : {}) },
+      body: JSON.stringify({ query, variables }),
+    });
+    if (res.status !== 200 || !res.headers.get('content-type')?.startsWith('text/event-stream')) {
+      events.push({ closed: { code: res.status, reason: (await res.text()).slice(0, 300) } });
+      return events;
+    }
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    let buffer = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let end: number;
+      while ((end = buffer.indexOf('\n\n')) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const event = /^event: (.*)$/m.exec(block)?.[1];
+        const data = block.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trimStart()).join('\n');
+        if (event === 'complete') {
+          events.push('complete');
+          return events;
+        }
+        if (event === 'next') events.push({ next: JSON.parse(data) });
+        if (opts.until?.(events)) return events;
+      }
+    }
+  } catch (err) {
+    if (!abort.signal.aborted) throw err;
+  } finally {
+    clearTimeout(timer);
+    abort.abort();
+  }
+  return events;
+}

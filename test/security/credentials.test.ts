@@ -21,6 +21,7 @@ import {
   orgRows,
   q,
   seedOrg,
+  sseRun,
   unique,
   wsClient,
   wsRun,
@@ -256,6 +257,24 @@ function wsClientWithHeaders(connectionParams: Record<string, unknown> | null, h
   }
   return wsClient(api, connectionParams, [], WithHeaders);
 }
+
+describe('subscriptions over Server-Sent Events', () => {
+  it('the valid credentials stream (positive control), every bad one is refused with no data', async () => {
+    const own = await sseRun(api, `Bearer ${F.key.secret}`, SUBSCRIBE_SESSION, { id: session }, { until: (e) => e.length > 0 });
+    expect(own[0]).toEqual({ next: { data: { trainingSessionUpdated: { id: session, status: 'QUEUED' } } } });
+    const failures: string[] = [];
+    for (const [label, authorization] of [...BAD, ['no Authorization header', null] as [string, null]]) {
+      for (const [name, query, variables] of [['trainingSessionUpdated', SUBSCRIBE_SESSION, { id: session }], ['gpuNodeUpdated', SUBSCRIBE_NODES, {}]] as const) {
+        const events = await sseRun(api, authorization, query, variables);
+        // An HTTP refusal (401/403) before the stream starts is a refusal too.
+        const refusedByStatus = events.length === 1 && typeof events[0] === 'object' && 'closed' in events[0] && [401, 403].includes(events[0].closed.code);
+        const p = refusedByStatus ? null : wsProblem(events);
+        if (p) failures.push(`${label}: ${name}: ${p}`);
+      }
+    }
+    expect(failures).toEqual([]);
+  });
+});
 
 describe('over graphql-ws', () => {
   it('the valid credentials get data (positive control)', async () => {

@@ -34,6 +34,7 @@ import {
   unique,
   wsClient,
   wsRun,
+  sseRun,
   bearer,
   type Harvest,
   type OrgFixture,
@@ -808,6 +809,28 @@ describe('the same queries and mutations over graphql-ws', () => {
     }
     expect(failures).toEqual([]);
     expect(await snapshotA()).toEqual(before);
+  });
+});
+
+describe('subscriptions over Server-Sent Events (the same /graphql, Accept: text/event-stream)', () => {
+  it.each(CALLERS)("as %s, A's sessions get nothing over SSE either", async (_label, token) => {
+    const failures: string[] = [];
+    for (const [key, c] of Object.entries(FIELDS)) {
+      if (c.kind !== 'subscription') continue;
+      for (const [slotPath, slot] of Object.entries(c.slots)) {
+        for (const h of hostileIds(slot.type, { sameTypeOnly: true })) {
+          const events = await sseRun(api, `Bearer ${token()}`, c.doc, variablesFor(c, slotPath, h.sent));
+          const problem = subscriptionProblem(events);
+          if (problem) failures.push(`${key}(${slotPath}) ${h.origin}: ${problem}`);
+          const leaks = leaksIn(JSON.stringify(events), { marker: A.marker, harvest: HA }, echoesOf(h.sent));
+          if (leaks.length) failures.push(`${key}(${slotPath}) ${h.origin}: leaked ${leaks.join(', ')}`);
+        }
+      }
+    }
+    expect(failures).toEqual([]);
+    // Positive control: B's own session streams to B over SSE.
+    const own = await sseRun(api, `Bearer ${token()}`, FIELDS['Subscription.trainingSessionUpdated'].doc, { id: B.session }, { until: (e) => e.length > 0 });
+    expect(own[0]).toHaveProperty('next.data.trainingSessionUpdated.id', B.session);
   });
 });
 
