@@ -13,6 +13,7 @@ import { signSessionToken } from '../../src/modules/orgs/credentials.js';
 import { signUp, startTestApi, type SignedUp, type TestApi } from '../helpers/api.js';
 import {
   RESULT,
+  SUITE_ENV,
   RESULT_ID,
   bearer,
   localOf,
@@ -59,7 +60,7 @@ const CREATE = `mutation($input: CreateModelInput!) { createModel(input: $input)
 const modelInput = () => ({ input: { name: unique('intruder'), task: 'OBJECT_DETECTION', framework: 'TORCHVISION', architecture: 'fasterrcnn_mobilenet_v3_large_320_fpn' } });
 
 beforeAll(async () => {
-  api = await startTestApi();
+  api = await startTestApi({ env: SUITE_ENV });
   F = await seedOrg(api, 'Creds');
   other = await signUp(api, unique('Other'));
   session = F.session;

@@ -15,6 +15,7 @@ import { schema } from '../../src/graphql/schema.js';
 import { signUp, startTestApi, type GqlResponse, type TestApi } from '../helpers/api.js';
 import {
   RESULT,
+  SUITE_ENV,
   RESULT_ID,
   bodyOf,
   decodeIfGlobal,
@@ -736,7 +737,7 @@ const SLOT_CASES = Object.entries(FIELDS).flatMap(([key, c]) => Object.keys(c.sl
 beforeAll(async () => {
   NODE_TYPES = schema.getPossibleTypes(schema.getType('Node') as never).map((t) => t.name).sort();
   ID_TYPES = [...NODE_TYPES, 'Artifact'];
-  api = await startTestApi();
+  api = await startTestApi({ env: SUITE_ENV });
   A = await seedOrg(api, 'A');
   B = await seedOrg(api, 'B');
   HA = await harvest(api, A.owner.token);

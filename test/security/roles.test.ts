@@ -10,6 +10,7 @@ import { schema } from '../../src/graphql/schema.js';
 import { ok, signUp, startTestApi, type TestApi } from '../helpers/api.js';
 import {
   RESULT,
+  SUITE_ENV,
   RESULT_ID,
   bearer,
   newKey,
@@ -163,7 +164,7 @@ async function signInFor(email: string, password: string) {
 }
 
 beforeAll(async () => {
-  api = await startTestApi();
+  api = await startTestApi({ env: SUITE_ENV });
   F = await seedOrg(api, 'Roles');
   const viewer = await signUp(api, unique('viewer home'));
   ok(await api.gql(q.addMember, { input: { email: viewer.email, role: 'VIEWER' } }, F.owner.token), 'addMember', 'membership');
