@@ -166,7 +166,24 @@ export function describeDatabaseError(err: Error & Record<string, unknown>): Rec
   for (const key of ['routine', 'table', 'column', 'constraint'] as const) {
     if (typeof err[key] === 'string') fields[key] = err[key];
   }
+  const reason = postgresReason(err.message);
+  if (reason) fields.reason = reason;
   return fields;
+}
+
+/**
+ * PostgreSQL's sentence for a constraint violation, which operators need ('violates check
+ * constraint "y"'). Only that fixed shape is taken (names come from the schema): the rest of the
+ * message is the SQL with its values, and other reasons quote values ('invalid input syntax for
+ * type uuid: "..."', a trigger's RAISE text).
+ */
+function reasonSuffix(message: string): string {
+  const reason = postgresReason(message);
+  return reason ? ` (${reason})` : '';
+}
+
+function postgresReason(message: string): string | null {
+  return /violates (?:check|unique|foreign key|not-null|exclusion) constraint "[A-Za-z0-9_.]+"/.exec(message)?.[0] ?? null;
 }
 
 /** The stack without its first lines, which repeat the message (and so the SQL). */
@@ -216,7 +233,7 @@ export function logFieldsFor(err: unknown): Record<string, unknown> {
 /** A message safe to log for an error (a database error's SQL never is). */
 export function logMessageFor(err: unknown): string {
   const original = err instanceof GraphQLError && err.originalError ? err.originalError : err;
-  if (isDatabaseError(original)) return `${original.name}: database error`;
+  if (isDatabaseError(original)) return `${original.name}: database error${reasonSuffix(original.message)}`;
   return err instanceof Error ? err.message : String(err);
 }
 
