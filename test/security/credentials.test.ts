@@ -5,6 +5,7 @@
 // HTTP, acting as nobody (viewer null, UNAUTHENTICATED, AuthenticationError) or a 401, never a
 // 5xx and never a write; over the websocket, the socket closed with 4401/4403 or the operation
 // refused with an authentication error, and never any data.
+import { HTTP_SUBSCRIPTION_REFUSED } from '../../src/graphql/http-subscriptions.js';
 import { randomBytes } from 'node:crypto';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -260,16 +261,22 @@ function wsClientWithHeaders(connectionParams: Record<string, unknown> | null, h
 }
 
 describe('subscriptions over Server-Sent Events', () => {
-  it('the valid credentials stream (positive control), every bad one is refused with no data', async () => {
+  it('valid credentials get the transport refusal (no data), every bad one is refused with no data', async () => {
+    // Subscriptions are refused over SSE whoever asks (test/security/http-subscriptions.test.ts).
     const own = await sseRun(api, `Bearer ${F.key.secret}`, SUBSCRIBE_SESSION, { id: session }, { until: (e) => e.length > 0 });
-    expect(own[0]).toEqual({ next: { data: { trainingSessionUpdated: { id: session, status: 'QUEUED' } } } });
+    expect(own[0]).toMatchObject({ next: { errors: [{ message: HTTP_SUBSCRIPTION_REFUSED }] } });
+    expect(own[0]).not.toHaveProperty('next.data');
     const failures: string[] = [];
     for (const [label, authorization] of [...BAD, ['no Authorization header', null] as [string, null]]) {
       for (const [name, query, variables] of [['trainingSessionUpdated', SUBSCRIBE_SESSION, { id: session }], ['gpuNodeUpdated', SUBSCRIBE_NODES, {}]] as const) {
         const events = await sseRun(api, authorization, query, variables);
         // An HTTP refusal (401/403) before the stream starts is a refusal too.
         const refusedByStatus = events.length === 1 && typeof events[0] === 'object' && 'closed' in events[0] && [401, 403].includes(events[0].closed.code);
-        const p = refusedByStatus ? null : wsProblem(events);
+        // So is the transport's refusal, which comes before any credential is looked at.
+        const refusedTransport =
+          JSON.stringify(events[0]) === JSON.stringify({ next: { errors: [{ message: HTTP_SUBSCRIPTION_REFUSED, extensions: { code: 'BAD_REQUEST' } }] } }) &&
+          !JSON.stringify(events).includes('"data"');
+        const p = refusedByStatus || refusedTransport ? null : wsProblem(events);
         if (p) failures.push(`${label}: ${name}: ${p}`);
       }
     }

@@ -7,6 +7,7 @@
 // rows unchanged afterwards. The table of fields below is checked against the schema: a field or
 // an ID argument added later fails the coverage test until it has a case here.
 // (test/cross-org.test.ts holds the older hand-written cases, kept as they are.)
+import { HTTP_SUBSCRIPTION_REFUSED } from '../../src/graphql/http-subscriptions.js';
 import { randomUUID } from 'node:crypto';
 import { encodeGlobalID } from '@pothos/plugin-relay';
 import { getNamedType, getNullableType, isInputObjectType, isListType, type GraphQLField, type GraphQLInputType } from 'graphql';
@@ -829,9 +830,11 @@ describe('subscriptions over Server-Sent Events (the same /graphql, Accept: text
       }
     }
     expect(failures).toEqual([]);
-    // Positive control: B's own session streams to B over SSE.
+    // Subscriptions are refused over SSE (test/security/http-subscriptions.test.ts): B's own
+    // session gets the refusal too, so the answers above were not a cross-org decision alone.
     const own = await sseRun(api, `Bearer ${token()}`, FIELDS['Subscription.trainingSessionUpdated'].doc, { id: B.session }, { until: (e) => e.length > 0 });
-    expect(own[0]).toHaveProperty('next.data.trainingSessionUpdated.id', B.session);
+    expect(own[0]).toMatchObject({ next: { errors: [{ message: HTTP_SUBSCRIPTION_REFUSED }] } });
+    expect(own[0]).not.toHaveProperty('next.data');
   });
 });
 
