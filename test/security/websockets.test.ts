@@ -304,6 +304,8 @@ describe('live connections end with their credentials', () => {
     expect(again.acked).toBe(false);
     expect((await again.closed).code).toBe(4401);
     await Promise.all([inOwnersOrg.client.dispose(), inOwnOrg.client.dispose()]);
+    // Its server-side end is asynchronous; the next test counts subscribers from a settled state.
+    expect(await waitFor(() => nodeSubscribers() === before, 2000)).toBe(true);
   });
 
   it('a session token expiring closes its sockets with 4401 within a second of its exp, and the subscription stops', async () => {
