@@ -1,16 +1,22 @@
 // Sign-in and sign-up throttling. Checked before a password is hashed or verified: each of those
 // costs ~50-120 ms of scrypt CPU, and answering every guess let 25 clients pin both cores.
 import { createHash } from 'node:crypto';
-import type { RequestContext } from '../../graphql/context.js';
 import { LimitExceededError } from '../../lib/errors.js';
 import { createLogger } from '../../lib/log.js';
-import { addressBucket, retryAfterSeconds, type BucketSpec } from '../../lib/rate-limit.js';
+import { addressBucket, retryAfterSeconds, type BucketSpec, type RateLimits } from '../../lib/rate-limit.js';
 
 const log = createLogger('auth-throttle');
 
 export interface AuthAttempt {
   /** The password was right: the account's token is given back. */
   succeeded(): Promise<void>;
+}
+
+/** What throttling needs of the request: narrow, so the service layer stays free of graphql/. */
+export interface ThrottleContext {
+  app: { rateLimits: RateLimits };
+  clientAddress: string | null;
+  noteRetryAfter(seconds: number): void;
 }
 
 const NO_OP: AuthAttempt = { succeeded: async () => undefined };
@@ -23,7 +29,7 @@ const NO_OP: AuthAttempt = { succeeded: async () => undefined };
  * one, so the limit tells nothing about which accounts exist. The price: someone who knows an
  * email can keep its bucket empty, and its owner then waits too (README "Rate limits").
  */
-export async function throttleAuthAttempt(ctx: RequestContext, email: string): Promise<AuthAttempt> {
+export async function throttleAuthAttempt(ctx: ThrottleContext, email: string): Promise<AuthAttempt> {
   const limits = ctx.app.rateLimits;
   const { authPerAddress, authPerAccount } = limits;
   if (!authPerAddress && !authPerAccount) return NO_OP;
@@ -51,7 +57,7 @@ export async function throttleAuthAttempt(ctx: RequestContext, email: string): P
   };
 }
 
-function refuse(ctx: RequestContext, spec: BucketSpec, retryAfterMs: number, limit: string, what: string): never {
+function refuse(ctx: ThrottleContext, spec: BucketSpec, retryAfterMs: number, limit: string, what: string): never {
   const seconds = retryAfterSeconds(retryAfterMs);
   ctx.noteRetryAfter(seconds);
   throw new LimitExceededError(
