@@ -6,7 +6,7 @@
 // (bench/RESULTS.md, "cvdet"), where the torchvision detectors still detect nothing.
 //
 //   CVTRAIN_API_URL   the API (default http://127.0.0.1:4000)
-//   DEMO_EPOCHS       epochs to train (default 10)
+//   DEMO_EPOCHS       epochs to train (default 8)
 //   DEMO_IMAGES       synthetic images, a quarter of them for validation (default 320)
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -19,7 +19,7 @@ import WebSocket from 'ws';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const API = (process.env.CVTRAIN_API_URL ?? 'http://127.0.0.1:4000').replace(/\/$/, '');
-const EPOCHS = Number(process.env.DEMO_EPOCHS ?? 10);
+const EPOCHS = Number(process.env.DEMO_EPOCHS ?? 8);
 const IMAGES = Number(process.env.DEMO_IMAGES ?? 320);
 const ARCHITECTURE = 'cvdet_n';
 const PYTHON = process.env.CVTRAIN_PYTHON ?? '/usr/bin/python3';

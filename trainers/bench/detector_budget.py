@@ -35,7 +35,7 @@ sys.path.insert(0, TRAINERS)
 from cvtrain.datasets.shapes import make_shapes  # noqa: E402
 
 # The quickstart's run (scripts/demo.ts; seed 1 dataset of 320 images at 160 px).
-QUICKSTART = {"images": 320, "size": 160, "epochs": 10, "batch": 16, "lr": 0.002, "optimizer": "adamw", "weight_decay": 0.0005, "warmup": 1}
+QUICKSTART = {"images": 320, "size": 160, "epochs": 8, "batch": 16, "lr": 0.002, "optimizer": "adamw", "weight_decay": 0.0005, "warmup": 1}
 # ssdlite with the learning rate torchvision detectors train well with under AdamW.
 BASELINE = {"lr": 0.001, "optimizer": "adamw", "weight_decay": 0.0005, "warmup": 1}
 PROBE_BATCHES = 6

@@ -96,7 +96,7 @@ CVDET_EMA_RUN_FRACTION = 0.05
 # Mosaic (four training images tiled around a random centre) for all but the last epochs: it
 # multiplies the objects and contexts per step; the last epochs train on whole images, as the
 # validation set looks (YOLO's close_mosaic). Share of the epochs without mosaic (at least 1).
-CVDET_MOSAIC_PROB = 0.5
+CVDET_MOSAIC_PROB = 1.0
 CVDET_CLOSE_MOSAIC_FRACTION = 0.2
 # Each tile's long side, as a fraction of the canvas side (random in this range), and the centre
 # of the four tiles, as a fraction of the side.

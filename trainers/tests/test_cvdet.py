@@ -290,7 +290,7 @@ def test_loss_falls_and_map50_rises(learning_run, check_events):
     assert len(epochs) == 6
     assert epochs[-1]["train_loss"] < 0.6 * epochs[0]["train_loss"]
     first, last = epochs[0]["metrics"]["mAP50"], epochs[-1]["metrics"]["mAP50"]
-    assert last > first + 0.1 and last > 0.15, [e["metrics"]["mAP50"] for e in epochs]
+    assert last > first + 0.25 and last > 0.3, [e["metrics"]["mAP50"] for e in epochs]
 
 
 def test_onnx_runs_in_opencv_and_matches_torch_detections(learning_run):
