@@ -345,11 +345,24 @@ def export_dense_detector(graph: nn.Module, example: torch.Tensor, path: str, po
     if not info["verified"]:
         return info
     got, _runtime, _ = run_onnx(path, {"images": example.numpy()}, ["boxes", "scores"])
-    ref_dets = postprocess(reference[0][0], reference[1][0])
-    problems = match_detections(postprocess(np.asarray(got[0])[0], np.asarray(got[1])[0]), ref_dets, conf, max_det)
-    if problems:
-        info["verified"] = False
-        info["note"] = "; ".join([info["note"], *problems])
-    else:
+    got_boxes, got_scores = np.asarray(got[0])[0], np.asarray(got[1])[0]
+    *ref_dets, cells = postprocess(reference[0][0], reference[1][0], return_cells=True)
+    problems = match_detections(postprocess(got_boxes, got_scores), ref_dets, conf, max_det)
+    if not problems:
         info["note"] += f"; the {len(ref_dets[1])} detections after NMS match"
+        return info
+    # Greedy NMS is discontinuous: where boxes overlap with scores equal within rounding (an
+    # untrained model has many such), which of them survives can flip, and then others flip
+    # in turn. The raw outputs matched above, so compare the runtime's outputs at the cells
+    # torch's NMS selected: different values there would be a real difference.
+    at = [got_boxes[cells], got_scores[cells, ref_dets[2]]]
+    diff = max((float(np.abs(a.astype(np.float64) - r).max()) for a, r in zip(at, ref_dets[:2]) if r.size), default=0.0)
+    if diff <= _tolerance(ref_dets[:2]):
+        info["note"] += (
+            f"; the runtime's own NMS selection differs among boxes tied within rounding ({problems[0]}); "
+            f"at the {len(cells)} cells torch's NMS selected its detections equal torch's (max diff {diff:.3g})"
+        )
+    else:
+        info["verified"] = False
+        info["note"] = "; ".join([info["note"], *problems, f"detections at torch's selected cells differ by {diff:.3g}"])
     return info

@@ -348,3 +348,54 @@ def test_detection_matching_tolerates_only_threshold_rounding():
     assert match_detections([boxes, scores - [0.01, 0, 0], labels], ref, 0.001, 100)
     # In lists cut at max_det, the lowest-scoring place may go either way as well.
     assert match_detections([boxes[:1], scores[:1], labels[:1]], [boxes[[0, 1]], scores[[0, 1]], labels[[0, 1]]], 0.001, 2) == []
+
+
+def test_ema_update_is_the_ramped_moving_average():
+    from cvtrain.families.cvdet.detector import ModelEMA
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    ema = ModelEMA(model, tau=2.0, decay=0.9)
+    start = {k: v.clone() for k, v in ema.module.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+        model[1].num_batches_tracked += 3
+    ema.update(model)
+    d = 0.9 * (1 - math.exp(-1 / 2.0))
+    for k, v in ema.module.state_dict().items():
+        if v.dtype.is_floating_point:
+            assert torch.allclose(v, d * start[k] + (1 - d) * model.state_dict()[k]), k
+        else:
+            assert torch.equal(v, model.state_dict()[k]), k  # counters are copied, not averaged
+    assert ema.updates == 1 and not any(p.requires_grad for p in ema.module.parameters())
+
+
+@pytest.mark.parametrize("change", [None, "flip", "score", "box"])
+def test_export_verification_of_outputs_before_nms(monkeypatch, tmp_path, change):
+    """The runtime's raw outputs as torch's (accepted), with two near-tied overlapping boxes
+    swapped by rounding (NMS keeps the other one: accepted, said so), or really different."""
+    from cvtrain import export, settings
+
+    boxes = np.array([[[0, 0, 10, 10], [0.2, 0, 10, 10], [30, 30, 40, 40]]], np.float32)
+    scores = np.array([[[0.8, 0.0], [0.8 - 2e-7, 0.0], [0.0, 0.6]]], np.float32)
+
+    class Graph(torch.nn.Module):
+        def forward(self, images):
+            return torch.from_numpy(boxes), torch.from_numpy(scores)
+
+    got = [boxes.copy(), scores.copy()]
+    if change == "flip":
+        got[1][0, 1, 0] = 0.8 + 2e-7  # within rounding: NMS now keeps box 1 instead of box 0
+    elif change == "score":
+        got[1][0, 2, 1] = 0.5
+    elif change == "box":
+        got[0][0, 2] += 2.0
+    monkeypatch.setattr(export, "run_onnx", lambda path, feeds, outputs: (got, "fake-runtime 1.0", []))
+    monkeypatch.setattr(export, "_onnx_export", lambda *a, **k: b"")
+    monkeypatch.setattr(export, "_normalise_graph", lambda data: (data, None))
+    info = export.export_dense_detector(Graph(), torch.zeros(1, 3, 8, 8), str(tmp_path / "m.onnx"), postprocess_numpy, settings.CVDET_SCORE_THRESH, settings.DETECTIONS_PER_IMAGE)
+    assert info["verified"] is (change in (None, "flip")), info
+    if change == "flip":
+        assert "tied within rounding" in info["note"]
+    elif change is None:
+        assert info["note"].endswith("the 2 detections after NMS match")

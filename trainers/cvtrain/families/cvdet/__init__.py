@@ -82,7 +82,8 @@ class CvdetTrainer(DetectionTrainer):
     def inference_state(self, checkpoint: dict[str, Any] | None) -> dict[str, torch.Tensor]:
         if checkpoint is None:
             return self.ema.module.state_dict()
-        return checkpoint["extra"]["ema"]["model"]
+        ema = (checkpoint.get("extra") or {}).get("ema")
+        return ema["model"] if ema else checkpoint["model"]
 
     def load_for_export(self, state: dict[str, Any]) -> None:
         extra = state.get("extra") or {}

@@ -71,10 +71,12 @@ def postprocess_numpy(
     iou: float = settings.CVDET_NMS_IOU,
     max_det: int = settings.DETECTIONS_PER_IMAGE,
     pre_nms: int = settings.CVDET_PRE_NMS_TOPK,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return_cells: bool = False,
+) -> tuple[np.ndarray, ...]:
     """What a consumer of the ONNX file runs after it: one image's boxes [A, 4] and
     probabilities [A, C] -> (boxes [N, 4], scores [N], class indices [N]), the same selection
-    as `postprocess` (a test checks they agree)."""
+    as `postprocess` (a test checks they agree); with `return_cells`, also the cell index [N]
+    of each detection."""
     c = scores.shape[-1]
     flat = scores.reshape(-1)
     idx = np.argsort(-flat, kind="stable")[: min(pre_nms, flat.size)]
@@ -83,7 +85,8 @@ def postprocess_numpy(
     cells, labels = idx // c, idx % c
     cand = boxes[cells].astype(np.float64)
     if not len(cand):
-        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+        empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+        return (*empty, np.zeros(0, np.int64)) if return_cells else empty
     # Per-class NMS in one pass: boxes of different classes are moved apart so they never overlap.
     offset = labels[:, None] * (cand.max() + 1.0)
     b = cand + offset
@@ -104,7 +107,8 @@ def postprocess_numpy(
         ious = inter / (area[i] + area[i + 1 :] - inter)
         suppressed[i + 1 :] |= ious > iou
     k = np.asarray(keep, dtype=np.int64)
-    return cand[k].astype(np.float32), values[k].astype(np.float32), labels[k].astype(np.int64)
+    out = (cand[k].astype(np.float32), values[k].astype(np.float32), labels[k].astype(np.int64))
+    return (*out, cells[k].astype(np.int64)) if return_cells else out
 
 
 class ExportGraph(nn.Module):
@@ -153,6 +157,7 @@ class ModelEMA:
         self.tau = float(tau)
         self.decay = decay
         self.updates = 0
+        self._pairs: tuple | None = None
 
     def current_decay(self) -> float:
         return self.decay * (1 - math.exp(-self.updates / self.tau))
@@ -161,12 +166,19 @@ class ModelEMA:
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         d = self.current_decay()
-        src = model.state_dict()
-        for name, value in self.module.state_dict().items():
-            if value.dtype.is_floating_point:
-                value.mul_(d).add_(src[name].detach(), alpha=1 - d)
-            else:
-                value.copy_(src[name])
+        if self._pairs is None or self._pairs[0] is not model:
+            # The tensors themselves persist (load_state_dict copies into them), so they are
+            # listed once: one fused multiply-add over all of them instead of ~1000 small ops a
+            # step, which on a GPU cost as much as a large part of cvdet_n's step.
+            src, own = model.state_dict(), self.module.state_dict()
+            floats = [k for k, v in own.items() if v.dtype.is_floating_point]
+            others = [k for k, v in own.items() if not v.dtype.is_floating_point]
+            self._pairs = (model, [own[k] for k in floats], [src[k] for k in floats], [own[k] for k in others], [src[k] for k in others])
+        _, ema_f, src_f, ema_o, src_o = self._pairs
+        torch._foreach_mul_(ema_f, d)
+        torch._foreach_add_(ema_f, src_f, alpha=1 - d)
+        for e, s in zip(ema_o, src_o):
+            e.copy_(s)
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.module.state_dict(), "updates": self.updates}
