@@ -3,9 +3,11 @@ import type { MigrationObject } from '@mikro-orm/core';
 import { Migration20261126073154 } from './Migration20261126073154.js';
 import { Migration20261126142526 } from './Migration20261126142526.js';
 import { Migration20261126151521 } from './Migration20261126151521.js';
+import { Migration20261204190849 } from './Migration20261204190849.js';
 
 export const migrationsList: MigrationObject[] = [
   { name: 'Migration20261126073154', class: Migration20261126073154 },
   { name: 'Migration20261126142526', class: Migration20261126142526 },
   { name: 'Migration20261126151521', class: Migration20261126151521 },
+  { name: 'Migration20261204190849', class: Migration20261204190849 },
 ];

@@ -1,10 +1,13 @@
 // npm run demo: a client of the public API only. Signs up, makes a small synthetic dataset with
 // the trainers' generator, uploads it, creates a model and a PLATFORM profile, trains, and shows
-// each epoch as it arrives over graphql-ws, then the artifact URLs.
+// each epoch as it arrives over graphql-ws, then the final mAP50, how long it trained, and the
+// artifact URLs. It trains cvdet_n, the trainers' own YOLO-style detector (framework CVTRAIN),
+// at 160 px: on a 2-core CPU that ends with a model that finds the shapes in a few minutes
+// (bench/RESULTS.md, "cvdet"), where the torchvision detectors still detect nothing.
 //
 //   CVTRAIN_API_URL   the API (default http://127.0.0.1:4000)
-//   DEMO_EPOCHS       epochs to train (default 3)
-//   DEMO_IMAGES       synthetic images (default 48)
+//   DEMO_EPOCHS       epochs to train (default 8)
+//   DEMO_IMAGES       synthetic images, a quarter of them for validation (default 320)
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
@@ -16,8 +19,9 @@ import WebSocket from 'ws';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const API = (process.env.CVTRAIN_API_URL ?? 'http://127.0.0.1:4000').replace(/\/$/, '');
-const EPOCHS = Number(process.env.DEMO_EPOCHS ?? 3);
-const IMAGES = Number(process.env.DEMO_IMAGES ?? 48);
+const EPOCHS = Number(process.env.DEMO_EPOCHS ?? 8);
+const IMAGES = Number(process.env.DEMO_IMAGES ?? 320);
+const ARCHITECTURE = 'cvdet_n';
 const PYTHON = process.env.CVTRAIN_PYTHON ?? '/usr/bin/python3';
 
 const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
@@ -116,7 +120,7 @@ async function main() {
     step('creating a model and a PLATFORM compute profile');
     const model = await gql(
       `mutation($i: CreateModelInput!) { createModel(input: $i) { ${E} ... on CreateModelSuccess { model { id } } } }`,
-      { i: { name: 'shapes-detector', task: 'OBJECT_DETECTION', framework: 'TORCHVISION', architecture: 'ssdlite320_mobilenet_v3_large' } },
+      { i: { name: 'shapes-detector', task: 'OBJECT_DETECTION', framework: 'CVTRAIN', architecture: ARCHITECTURE } },
       token,
     );
     const modelId = success<{ id: string }>(model.createModel, 'model').id;
@@ -127,7 +131,7 @@ async function main() {
     );
     const profileId = success<{ id: string }>(profile.createComputeProfile, 'computeProfile').id;
 
-    step(`training ssdlite320_mobilenet_v3_large for ${EPOCHS} epochs`);
+    step(`training ${ARCHITECTURE} for ${EPOCHS} epochs at 160 px`);
     const train = await gql(
       `mutation($m: ID!, $i: TrainModelInput!) { trainModel(modelId: $m, input: $i) { ${E}
         ... on TrainModelSuccess { trainingSession { id status } } } }`,
@@ -136,7 +140,19 @@ async function main() {
         i: {
           datasetVersionId: version.id,
           computeProfileId: profileId,
-          config: { epochs: EPOCHS, batchSize: 8, imageSize: 160, learningRate: 0.01, optimizer: 'ADAMW', seed: 1, checkpointEvery: 1 },
+          // AdamW at 0.002 with a one-epoch warm-up: what a from-scratch YOLO-style detector trains
+          // fastest with over a few hundred steps (bench/detector_budget.py).
+          config: {
+            epochs: EPOCHS,
+            batchSize: 16,
+            imageSize: 160,
+            learningRate: 0.002,
+            optimizer: 'ADAMW',
+            weightDecay: 0.0005,
+            warmupEpochs: 1,
+            seed: 1,
+            checkpointEvery: 1,
+          },
         },
       },
       token,
@@ -152,6 +168,7 @@ async function main() {
     const header = `${'epoch'.padEnd(7)}${'loss'.padEnd(10)}${'mAP'.padEnd(10)}${'mAP50'.padEnd(10)}${'s/epoch'.padEnd(9)}img/s`;
     console.log(`\n    ${header}\n    ${'-'.repeat(header.length)}`);
     let lastLine = '';
+    let epochSeconds = 0; // training + validation, summed over the epochs as they arrive
     const render = (line: string) => {
       if (process.stdout.isTTY) process.stdout.write(`\r\x1b[2K    ${line}`);
       else if (line !== lastLine) console.log(`    ${line}`);
@@ -166,6 +183,7 @@ async function main() {
           next: ({ data }) => {
             if (!data) return;
             const { epoch, metrics } = data.trainingEpochs;
+            if (typeof metrics.seconds === 'number') epochSeconds += metrics.seconds;
             if (process.stdout.isTTY) process.stdout.write('\r\x1b[2K');
             console.log(
               `    ${String(epoch).padEnd(7)}${fmt(metrics.train_loss).padEnd(10)}${fmt(metrics.mAP).padEnd(10)}${fmt(metrics.mAP50).padEnd(10)}${fmt(metrics.seconds).padEnd(9)}${fmt(metrics.images_per_sec)}`,
@@ -200,13 +218,20 @@ async function main() {
 
     step('done: the trained model and its files');
     const result = await gql(
-      `query($id: ID!) { trainingSession(id: $id) { status latestEpoch { epoch metrics }
+      `query($id: ID!) { trainingSession(id: $id) { status startedAt finishedAt latestEpoch { epoch metrics }
         model { name versions { version metrics } } artifacts { kind sizeBytes url } } }`,
       { id: session.id },
       token,
     );
     const s = result.trainingSession;
-    console.log(`    model ${s.model.name} version ${s.model.versions[0]?.version ?? '?'}; final mAP ${fmt(s.latestEpoch?.metrics?.mAP)}`);
+    const m = s.latestEpoch?.metrics ?? {};
+    const wall = s.startedAt && s.finishedAt ? (Date.parse(s.finishedAt) - Date.parse(s.startedAt)) / 1000 : null;
+    console.log(`    model ${s.model.name} version ${s.model.versions[0]?.version ?? '?'}`);
+    console.log(
+      `    final mAP50 ${fmt(m.mAP50)} (mAP@.5:.95 ${fmt(m.mAP)}) after ${s.latestEpoch?.epoch ?? '?'} epochs; ` +
+        `trained ${epochSeconds.toFixed(0)} s (epochs incl. validation; ${wall === null ? '?' : `${wall.toFixed(0)} s`} ` +
+        'from start to finish with start-up and export)',
+    );
     for (const a of s.artifacts as { kind: string; sizeBytes: number; url: string }[]) {
       console.log(`    ${a.kind.padEnd(11)} ${(a.sizeBytes / 1e6).toFixed(1).padStart(7)} MB  ${a.url}`);
     }

@@ -221,6 +221,9 @@ const CASES: Record<string, Case[]> = {
     ['not an ultralytics name', () => call.createModel({ framework: 'ULTRALYTICS', architecture: 'resnet18' }), 'input.architecture'],
     ['transformers for classification', () => call.createModel({ framework: 'TRANSFORMERS', task: 'CLASSIFICATION', architecture: 'rtdetr_r18vd' }), 'input.architecture'],
     ['custom trainer name with spaces', () => call.createModel({ framework: 'CUSTOM', architecture: 'my trainer' }), 'input.architecture'],
+    ['cvtrain size that does not exist', () => call.createModel({ framework: 'CVTRAIN', architecture: 'cvdet_x' }), 'input.architecture'],
+    ['cvtrain detector for classification', () => call.createModel({ framework: 'CVTRAIN', task: 'CLASSIFICATION', architecture: 'cvdet_n' }), 'input.architecture'],
+    ['torchvision name under cvtrain', () => call.createModel({ framework: 'CVTRAIN', architecture: 'ssdlite320_mobilenet_v3_large' }), 'input.architecture'],
   ],
   updateModel: [
     ['malformed id', () => call.updateModel('garbage', { name: 'x' }), 'id'],
@@ -464,6 +467,7 @@ describe('each valid call above is accepted', () => {
     ['createModel ULTRALYTICS classifier', () => call.createModel({ framework: 'ULTRALYTICS', task: 'CLASSIFICATION', architecture: 'yolo11n-cls' })],
     ['createModel TRANSFORMERS detector', () => call.createModel({ framework: 'TRANSFORMERS', architecture: 'rtdetr_r18vd' })],
     ['createModel CUSTOM', () => call.createModel({ framework: 'CUSTOM', architecture: 'my_pkg.trainers:Custom' })],
+    ['createModel CVTRAIN detector', () => call.createModel({ framework: 'CVTRAIN', architecture: 'cvdet_n' })],
     ['createComputeProfile SAGEMAKER', () => call.createComputeProfile({ provider: 'SAGEMAKER', ...SAGEMAKER, config: { ...SAGEMAKER.config, endpoint: 'http://127.0.0.1:9000' } })],
     ['createComputeProfile VERTEX_AI', () => call.createComputeProfile({ provider: 'VERTEX_AI', ...VERTEX })],
     ['createComputeProfile AZURE_ML', () => call.createComputeProfile({ provider: 'AZURE_ML', ...AZURE })],

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """End-to-end trainer throughput vs a plain PyTorch loop, on the same GPU in the same run.
 
-For each model (ssdlite320_mobilenet_v3_large, fcos_resnet50_fpn, resnet18):
+For each model (ssdlite320_mobilenet_v3_large, fcos_resnet50_fpn, resnet18, and cvdet_n, the
+package's own YOLO-style detector, framework "cvtrain"):
   1. generate a JPEG dataset on disk (`make-dataset shapes`);
   2. train it with the real trainer (`python3 -m cvtrain train`: real files, DataLoader
      workers decoding JPEGs, AMP, checkpoints, events) and read the training throughput of
@@ -59,12 +60,16 @@ FULL_CASES = [
     {"name": "ssdlite320_mobilenet_v3_large", "task": "object-detection", "format": "yolo", "size": 320, "jpeg": 320, "batch": 16, "steps": 80, "epochs": 4, "export": True},
     {"name": "fcos_resnet50_fpn", "task": "object-detection", "format": "yolo", "size": 640, "jpeg": 640, "batch": 16, "steps": 60, "epochs": 4, "export": False},
     {"name": "resnet18", "task": "classification", "format": "image_folder", "size": 224, "jpeg": 256, "batch": 32, "steps": 300, "epochs": 4, "export": False, "resume": True, "breakdown": True},
+    # YOLO-style training at its usual 640 px; epochs 1-3 are mosaics (four JPEGs decoded per
+    # image), the last is not, as in any cvdet run. Exports (outputs before NMS) and verifies.
+    {"name": "cvdet_n", "framework": "cvtrain", "task": "object-detection", "format": "yolo", "size": 640, "jpeg": 640, "batch": 32, "steps": 40, "epochs": 4, "export": True},
 ]
 # CPU smoke: the same code paths at toy sizes (float32, few steps).
 SMOKE_CASES = [
     {"name": "ssdlite320_mobilenet_v3_large", "task": "object-detection", "format": "yolo", "size": 64, "jpeg": 80, "batch": 2, "steps": 2, "epochs": 2, "export": False},
     {"name": "fcos_resnet50_fpn", "task": "object-detection", "format": "yolo", "size": 64, "jpeg": 80, "batch": 2, "steps": 2, "epochs": 2, "export": False},
     {"name": "resnet18", "task": "classification", "format": "image_folder", "size": 32, "jpeg": 40, "batch": 4, "steps": 2, "epochs": 2, "export": False, "resume": True, "breakdown": True},
+    {"name": "cvdet_n", "framework": "cvtrain", "task": "object-detection", "format": "yolo", "size": 64, "jpeg": 80, "batch": 2, "steps": 2, "epochs": 2, "export": True},
 ]
 # RT-DETR check (GPU run only, when transformers imports).
 # DETR-style models train with AdamW at ~1e-4; SGD at the CNNs' 0.01 diverges.
@@ -252,16 +257,23 @@ def plain_loop(case: dict[str, Any], data: str, device: torch.device, amp_name: 
     train, _ = read_splits(data, case["format"], "train", "val")
     classes = len(train.class_names)
     detection = case["task"] == "object-detection"
+    cvdet = case.get("framework") == "cvtrain"
     if detection:
         ds = DetectionDataset(train.samples, side, train=True, augment=False, seed=0)
-        model = tvm.build_detector(case["name"], classes + 1, side)
+        if cvdet:
+            from cvtrain.families.cvdet.detector import CvDetector
+
+            model = CvDetector(case["name"], classes)
+        else:
+            model = tvm.build_detector(case["name"], classes + 1, side)
     else:
         ds = ClassificationDataset(train.samples, side, train=True, augment=False, seed=0)
         model = tvm.build_classifier(case["name"], classes)
     # One real batch (same content the trainer sees), moved to the device once.
     batch = collate([ds[i] for i in range(batch_size)])
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp_name)
-    channels_last = device.type == "cuda" and dtype is not None and not detection
+    # As the trainer's channels_last "auto": classifiers and cvdet (convolutions only) with AMP on CUDA.
+    channels_last = device.type == "cuda" and dtype is not None and (not detection or cvdet)
     if device.type == "cuda":
         compat.configure_cuda_backend()
     model.to(device).train()
@@ -270,7 +282,8 @@ def plain_loop(case: dict[str, Any], data: str, device: torch.device, amp_name: 
         model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
     if detection:
-        image_list = list(images)
+        # cvdet takes the batch tensor as the trainer passes it; torchvision detectors a list.
+        image_list = images if cvdet else list(images)
         targets = unpack_targets(batch["targets"], device)
     else:
         mean = torch.tensor(tvm.IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
@@ -286,7 +299,9 @@ def plain_loop(case: dict[str, Any], data: str, device: torch.device, amp_name: 
     def step() -> None:
         with compat.autocast(device.type, dtype, dtype is not None):
             if detection:
-                loss = sum(model(image_list, targets).values())
+                losses = model(image_list, targets)
+                # A "loss" key is the total and the rest are logged parts (the trainer's rule).
+                loss = losses["loss"] if "loss" in losses else sum(losses.values())
             else:
                 loss = torch.nn.functional.cross_entropy(model(images).float(), labels)
         opt.zero_grad(set_to_none=True)

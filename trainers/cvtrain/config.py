@@ -48,7 +48,8 @@ FIELDS: dict[str, dict[str, Any]] = {
         "type": "string",
         "minLength": 1,
         "default": "torchvision",
-        "description": "torchvision, ultralytics (YOLO v8-11, needs the ultralytics package), transformers "
+        "description": "torchvision, cvtrain (cvdet_n/s/m, the package's own YOLO-style detector), ultralytics "
+        "(YOLO v8-11, needs the ultralytics package), transformers "
         "(RT-DETR, needs the transformers package), the name of a custom trainer registered under the "
         "'cvtrain.trainers' entry-point group, or an import path 'package.module:TrainerClass' of a BaseTrainer subclass.",
     },
@@ -56,7 +57,8 @@ FIELDS: dict[str, dict[str, Any]] = {
         "type": "string",
         "minLength": 1,
         "description": "Model the framework understands: a torchvision builder name (e.g. ssdlite320_mobilenet_v3_large, "
-        "resnet18), an ultralytics model yaml (e.g. yolov8n), or rtdetr_r18vd/rtdetr_r50vd for transformers.",
+        "resnet18), cvdet_n/cvdet_s/cvdet_m for cvtrain, an ultralytics model yaml (e.g. yolov8n), or "
+        "rtdetr_r18vd/rtdetr_r50vd for transformers.",
     },
     "dataset": _DATASET_SCHEMA,
     "output_dir": {"type": "string", "minLength": 1, "description": "Folder for checkpoints, weights, exports and metrics.json; created if missing."},

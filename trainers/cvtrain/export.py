@@ -289,3 +289,80 @@ def _verify(
         note="; ".join(([note] if note else []) + problems) or None,
     )
     return info
+
+
+def match_detections(got: Sequence[np.ndarray], reference: Sequence[np.ndarray], conf: float, max_det: int) -> list[str]:
+    """Problems (empty: none) comparing two detection lists (boxes, scores, labels) selected
+    from outputs that differ by float rounding.
+
+    Each detection must have a partner in the other list with the same label, a score within
+    the scores' tolerance and a box within the boxes' tolerance, except those scoring within
+    that tolerance of the selection threshold, `conf` or, in a list cut at `max_det`, its lowest
+    score: rounding may put such a detection on either side of it, so one list may hold it and
+    the other not."""
+    gb, gs, gl = (np.asarray(a) for a in got)
+    rb, rs, rl = (np.asarray(a) for a in reference)
+    score_tol = _tolerance([rs])
+    box_tol = _tolerance([rb])
+    floor = max([conf] + [float(x.min()) for x in (gs, rs) if len(x) >= max_det])
+    taken = np.zeros(len(gs), dtype=bool)
+    matched_ref = np.zeros(len(rs), dtype=bool)
+    for i in range(len(rs)):
+        candidates = np.where((~taken) & (gl == rl[i]) & (np.abs(gs.astype(np.float64) - rs[i]) <= score_tol))[0]
+        if len(candidates):
+            dist = np.abs(gb[candidates].astype(np.float64) - rb[i]).max(axis=1)
+            j = int(candidates[int(np.argmin(dist))])
+            if dist.min() <= box_tol:
+                taken[j] = matched_ref[i] = True
+    problems = []
+    missing = int(((~matched_ref) & (rs > floor + score_tol)).sum())
+    extra = int(((~taken) & (gs > floor + score_tol)).sum())
+    if missing:
+        problems.append(f"detections: {missing} of torch's {len(rs)} have no match from the runtime")
+    if extra:
+        problems.append(f"detections: {extra} of the runtime's {len(gs)} have no match in torch's")
+    return problems
+
+
+def export_dense_detector(graph: nn.Module, example: torch.Tensor, path: str, postprocess: Any, conf: float, max_det: int) -> dict[str, Any]:
+    """A detector exported before NMS: `graph(images) -> (boxes [1, A, 4], scores [1, A, C])`.
+
+    NMS stays after the graph, in `postprocess(boxes [A, 4], scores [A, C]) -> (boxes, scores,
+    labels)` (the consumer's code, shipped in Python as the reference): the graph is then only
+    convolutions and element-wise ops, which every runtime runs (OpenCV's dnn here, TensorRT,
+    onnxruntime-web), and the consumer picks its own thresholds. Verification checks both: the
+    raw outputs within tolerance, and the detections `postprocess` selects from each runtime's
+    outputs, matched by `match_detections` (`conf`, `max_det`: the score threshold and the cap
+    of `postprocess`)."""
+    graph = graph.eval().float()
+    data = _onnx_export(graph, example, ["images"], ["boxes", "scores"], None)
+    data, note = _normalise_graph(data)
+    _write(path, data)
+    with torch.no_grad():
+        reference = [t.numpy() for t in graph(example)]
+    info = _verify(path, {"images": example.numpy()}, ["boxes", "scores"], reference, note, dynamic_batch=False)
+    info["note"] = "; ".join(p for p in ["outputs before NMS (boxes, scores); NMS runs after the graph", info["note"]] if p)
+    if not info["verified"]:
+        return info
+    got, _runtime, _ = run_onnx(path, {"images": example.numpy()}, ["boxes", "scores"])
+    got_boxes, got_scores = np.asarray(got[0])[0], np.asarray(got[1])[0]
+    *ref_dets, cells = postprocess(reference[0][0], reference[1][0], return_cells=True)
+    problems = match_detections(postprocess(got_boxes, got_scores), ref_dets, conf, max_det)
+    if not problems:
+        info["note"] += f"; the {len(ref_dets[1])} detections after NMS match"
+        return info
+    # Greedy NMS is discontinuous: where boxes overlap with scores equal within rounding (an
+    # untrained model has many such), which of them survives can flip, and then others flip
+    # in turn. The raw outputs matched above, so compare the runtime's outputs at the cells
+    # torch's NMS selected: different values there would be a real difference.
+    at = [got_boxes[cells], got_scores[cells, ref_dets[2]]]
+    diff = max((float(np.abs(a.astype(np.float64) - r).max()) for a, r in zip(at, ref_dets[:2]) if r.size), default=0.0)
+    if diff <= _tolerance(ref_dets[:2]):
+        info["note"] += (
+            f"; the runtime's own NMS selection differs among boxes tied within rounding ({problems[0]}); "
+            f"at the {len(cells)} cells torch's NMS selected its detections equal torch's (max diff {diff:.3g})"
+        )
+    else:
+        info["verified"] = False
+        info["note"] = "; ".join([info["note"], *problems, f"detections at torch's selected cells differ by {diff:.3g}"])
+    return info

@@ -31,6 +31,8 @@ BUILTIN: dict[str, tuple[str, dict[str, str]]] = {
             "classification": "cvtrain.tasks.classification:TorchvisionClassificationTrainer",
         },
     ),
+    # The package's own YOLO-style detector (families/cvdet); needs only torch and torchvision.
+    "cvtrain": ("torchvision", {"object-detection": "cvtrain.families.cvdet:CvdetTrainer"}),
     "ultralytics": ("ultralytics", {"object-detection": "cvtrain.families.ultralytics_yolo:YoloTrainer"}),
     "transformers": ("transformers", {"object-detection": "cvtrain.families.transformers_rtdetr:RTDetrTrainer"}),
 }

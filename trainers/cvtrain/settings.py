@@ -75,3 +75,32 @@ ONNX_OPSET = 13
 ONNX_RTOL = 1e-3
 # Batch used to check dynamic-batch classifiers (a batch of 1 would hide batching bugs).
 ONNX_VERIFY_BATCH = 2
+
+# --- cvdet (families/cvdet: the package's own YOLO-style detector) ---------------------------
+# Post-processing at validation and in the ONNX consumers' reference code. COCO mAP rewards
+# low-confidence detections (the evaluator keeps the 100 best per image), so the threshold is
+# low, as in YOLO validators; 0.7 IoU NMS is what those validators use with task-aligned heads,
+# whose duplicate boxes score far below the best one.
+CVDET_SCORE_THRESH = 0.001
+CVDET_NMS_IOU = 0.7
+# (cell, class) candidates ranked before NMS: bounds NMS cost on an untrained model, where
+# every cell passes the threshold.
+CVDET_PRE_NMS_TOPK = 1000
+# Weight averaging (EMA) for evaluation and export: decay d * (1 - exp(-updates / tau)), ramping
+# up so the average forgets the random init (YOLO practice: d 0.9999, tau 2000 steps, for runs of
+# ~100k steps). A short run would then average over all of itself, early weights included, so
+# the averaging window 1 / (1 - decay) and tau are capped at this share of the run's steps.
+CVDET_EMA_DECAY = 0.9999
+CVDET_EMA_TAU = 2000
+CVDET_EMA_RUN_FRACTION = 0.05
+# Mosaic (four training images tiled around a random centre) for all but the last epochs: it
+# multiplies the objects and contexts per step; the last epochs train on whole images, as the
+# validation set looks (YOLO's close_mosaic). Share of the epochs without mosaic (at least 1).
+CVDET_MOSAIC_PROB = 1.0
+CVDET_CLOSE_MOSAIC_FRACTION = 0.2
+# Each tile's long side, as a fraction of the canvas side (random in this range), and the centre
+# of the four tiles, as a fraction of the side.
+CVDET_MOSAIC_TILE_SCALE = (0.5, 1.0)
+CVDET_MOSAIC_CENTRE = (0.3, 0.7)
+# A box cut by the canvas edge is kept when at least this share of its area is visible.
+CVDET_MOSAIC_MIN_VISIBLE = 0.2

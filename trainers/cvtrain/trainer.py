@@ -347,7 +347,12 @@ class BaseTrainer:
                 self.events.emit("warning", code="amp_unsupported", message="fp16 autocast needs CUDA; training in float32 on CPU", count=1)
         self.amp_dtype = dtype
         cl = self.cfg.channels_last
-        self.channels_last = (self.device.type == "cuda" and dtype is not None and self.task == "classification") if cl == "auto" else bool(cl)
+        self.channels_last = self.auto_channels_last() if cl == "auto" else bool(cl)
+
+    def auto_channels_last(self) -> bool:
+        """`channels_last: auto`: where NHWC is measured to be faster (convolution-heavy models
+        with AMP on CUDA); torchvision's detectors mix in ops that convert back and forth."""
+        return self.device.type == "cuda" and self.amp_dtype is not None and self.task == "classification"
 
     @property
     def amp_name(self) -> str:
@@ -515,7 +520,23 @@ class BaseTrainer:
             "best_epoch": self.best_epoch,
             "epochs_without_improvement": self.epochs_without_improvement,
             "bad_samples": {k: dict(v) for k, v in self.bad_samples.items()},
+            "extra": self.extra_state(),
         }
+
+    def extra_state(self) -> dict[str, Any]:
+        """Family state a checkpoint carries beyond the model, optimizer, scheduler and RNGs
+        (cvdet: its EMA weights); plain containers and tensors only (safe loading)."""
+        return {}
+
+    def load_extra_state(self, extra: dict[str, Any]) -> None:
+        """Restore what `extra_state` returned, on resume (after the model's weights)."""
+
+    def inference_state(self, checkpoint: dict[str, Any] | None) -> dict[str, torch.Tensor]:
+        """The weights weights/best.pt and the exports hold, from a checkpoint (None: the
+        live model): the trained model's, unless a family evaluates other ones (cvdet: EMA)."""
+        if checkpoint is None:
+            return compat.unwrap_model(self.model).state_dict()
+        return checkpoint["model"]
 
     def save_checkpoint(self, kinds: list[str], epoch: int, step: int) -> dict[str, str]:
         """Write one checkpoint under every name in `kinds` (last, best, periodic, stop);
@@ -577,6 +598,7 @@ class BaseTrainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if ckpt.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(ckpt["scaler"])
+        self.load_extra_state(ckpt.get("extra") or {})
         self.epoch, self.step = ckpt["epoch"], ckpt["step"]
         self.global_step = ckpt["global_step"]
         acc = ckpt["epoch_acc"]
@@ -905,7 +927,7 @@ class BaseTrainer:
     def _write_weights(self) -> str:
         """weights/best.pt: the best epoch's model only (what export and inference use)."""
         best = self.checkpoint_path("best", 0)
-        state = compat.load(best)["model"] if os.path.isfile(best) else compat.unwrap_model(self.model).state_dict()
+        state = self.inference_state(compat.load(best) if os.path.isfile(best) else None)
         compat.unwrap_model(self.model).load_state_dict(state)
         path = os.path.join(self.cfg.output_dir, "weights", "best.pt")
         atomic_save(self.weights_state(state), path)

@@ -55,3 +55,23 @@ def test_gpu_bench_variant_syntax():
     for bad in ("resnet18", "resnet18:", ":num_workers=8", "resnet18:num_workers"):
         with pytest.raises(ValueError, match="--variant"):
             bench.parse_variant(bad)
+
+
+def test_gpu_bench_smoke_runs_cvdet(tmp_path):
+    """cvdet_n (framework cvtrain) is in the bench: trainer against the plain loop of the same
+    model, and its export (outputs before NMS) verified by running it."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, f"{_TRAINERS}/bench/gpu_bench.py", "--smoke", "--models", "cvdet_n", "--out", out, "--workdir", tmp_path / "w"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["model"] == "cvdet_n" and result["trainer"]["exit_code"] == 0
+    assert result["trainer"]["images_per_sec"] > 0 and result["plain"]["images_per_sec"] > 0
+    assert result["ratio"] == result["trainer"]["images_per_sec"] / result["plain"]["images_per_sec"]
+    assert set(result["trainer"]["final_metrics"]) >= {"mAP", "mAP50"}
+    assert result["trainer"]["onnx"]["verified"] is True, result["trainer"]["onnx"]
+    assert "| cvdet_n |" in proc.stdout

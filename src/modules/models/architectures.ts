@@ -22,6 +22,12 @@ export const TORCHVISION_ARCHITECTURES: Record<ModelTask, readonly string[]> = {
   ],
 };
 
+// The trainers' own YOLO-style detector (trainers/cvtrain/families/cvdet), by size.
+export const CVTRAIN_ARCHITECTURES: Record<ModelTask, readonly string[]> = {
+  OBJECT_DETECTION: ['cvdet_n', 'cvdet_s', 'cvdet_m'],
+  CLASSIFICATION: [],
+};
+
 const ULTRALYTICS_RE = /^yolo(v8|v9|v10|11|12)[nsmlx](-cls)?(\.pt|\.yaml)?$/;
 
 /** Returns a problem description, or null when the architecture is acceptable. */
@@ -49,6 +55,12 @@ export function architectureProblem(framework: ModelFramework, task: ModelTask, 
     case 'TRANSFORMERS':
       if (task !== 'OBJECT_DETECTION') return 'the TRANSFORMERS family trains object detectors (RT-DETR)';
       return /^[\w.-]+(\/[\w.-]+)?$/.test(architecture) ? null : 'must be a model name or local path such as rtdetr_r18vd';
+    case 'CVTRAIN': {
+      const known = CVTRAIN_ARCHITECTURES[task];
+      if (!known.length) return `the CVTRAIN family trains OBJECT_DETECTION models only, not ${task}`;
+      if (known.includes(architecture)) return null;
+      return `unknown CVTRAIN ${task} architecture "${architecture}"; one of: ${known.join(', ')}`;
+    }
     case 'CUSTOM':
       return /^[\w.:-]+$/.test(architecture)
         ? null

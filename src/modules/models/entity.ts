@@ -6,7 +6,7 @@ const p = defineEntity.properties;
 
 export const MODEL_TASKS = ['OBJECT_DETECTION', 'CLASSIFICATION'] as const;
 export type ModelTask = (typeof MODEL_TASKS)[number];
-export const MODEL_FRAMEWORKS = ['TORCHVISION', 'ULTRALYTICS', 'TRANSFORMERS', 'CUSTOM'] as const;
+export const MODEL_FRAMEWORKS = ['TORCHVISION', 'ULTRALYTICS', 'TRANSFORMERS', 'CUSTOM', 'CVTRAIN'] as const;
 export type ModelFramework = (typeof MODEL_FRAMEWORKS)[number];
 
 export const Model = defineEntity({

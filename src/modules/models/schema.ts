@@ -2,11 +2,19 @@ import { builder } from '../../graphql/builder.js';
 import { E } from '../../graphql/errors.js';
 import { TEXT } from '../../graphql/text-guard.js';
 import { localId } from '../../graphql/ids.js';
+import { CVTRAIN_ARCHITECTURES } from './architectures.js';
 import { MODEL_FRAMEWORKS, MODEL_TASKS } from './entity.js';
 import type { ModelRecord, ModelVersionRecord } from './service.js';
 
 export const ModelTaskEnum = builder.enumType('ModelTask', { values: MODEL_TASKS });
-export const ModelFrameworkEnum = builder.enumType('ModelFramework', { values: MODEL_FRAMEWORKS });
+export const ModelFrameworkEnum = builder.enumType('ModelFramework', {
+  values: MODEL_FRAMEWORKS,
+  description:
+    'What builds and trains the model. TORCHVISION: torchvision detectors and classifiers. ULTRALYTICS: YOLO v8-11 ' +
+    '(needs the ultralytics package, AGPL-3.0). TRANSFORMERS: RT-DETR. CUSTOM: a registered trainer. CVTRAIN: the ' +
+    `platform's own YOLO-style anchor-free detector (${CVTRAIN_ARCHITECTURES.OBJECT_DETECTION.join(', ')}; ` +
+    'OBJECT_DETECTION; needs only PyTorch), the fastest to train from scratch here.',
+});
 
 export const ModelRef = builder.objectRef<ModelRecord>('Model');
 export const ModelVersionRef = builder.objectRef<ModelVersionRecord>('ModelVersion');
@@ -20,7 +28,9 @@ builder.node(ModelRef, {
     task: t.expose('task', { type: ModelTaskEnum }),
     framework: t.expose('framework', { type: ModelFrameworkEnum }),
     architecture: t.exposeString('architecture', {
-      description: 'A name the framework understands, e.g. fasterrcnn_mobilenet_v3_large_320_fpn or resnet18.',
+      description:
+        'A name the framework understands, e.g. fasterrcnn_mobilenet_v3_large_320_fpn or resnet18 (TORCHVISION), ' +
+        `${CVTRAIN_ARCHITECTURES.OBJECT_DETECTION.join(', ')} (CVTRAIN).`,
     }),
     archived: t.boolean({ resolve: (m) => m.archivedAt !== null }),
     archivedAt: t.expose('archivedAt', { type: 'DateTime', nullable: true }),
