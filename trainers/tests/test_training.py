@@ -344,8 +344,10 @@ def test_early_stopping(datasets, tmp_path, check_events):
 
 
 def test_data_wait_fraction_tells_input_bound_from_compute_bound(datasets, tmp_path, monkeypatch, check_events):
-    """The same short run twice: once with a slow dataset (every sample takes 50 ms to load,
-    200 ms a batch), once with a slow step (a 100 ms hook before every batch) and normal loading."""
+    """The same short run twice: once with a slow dataset (every sample takes 100 ms to load,
+    400 ms a batch), once with a slow step (a 100 ms hook before every batch) and normal loading.
+    Loading sleeps rather than computes, so the input-bound run stays input-bound when other
+    processes slow the training step down (at 50 ms a sample it read 0.56-0.60 on a loaded host)."""
     from cvtrain.datasets.loading import ClassificationDataset
 
     def run(name, slow_step):
@@ -361,7 +363,7 @@ def test_data_wait_fraction_tells_input_bound_from_compute_bound(datasets, tmp_p
     load = ClassificationDataset.__getitem__
 
     def slow_load(self, index):
-        time.sleep(0.05)
+        time.sleep(0.1)
         return load(self, index)
 
     monkeypatch.setattr(ClassificationDataset, "__getitem__", slow_load)
