@@ -16,6 +16,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
+import { pathToFileURL } from 'node:url';
 import autocannon from 'autocannon';
 import pg from 'pg';
 import { dropDatabase, ensureDatabase } from '../src/db/orm.js';
@@ -41,14 +42,14 @@ const LIMITS_OFF: Record<string, string> = {
   CVTRAIN_AUTH_ACCOUNT_PER_MIN: '0',
 };
 
-const PAGE_QUERY = `query Page { trainingSessions(first: 50) { edges { node {
+export const PAGE_QUERY = `query Page { trainingSessions(first: 50) { edges { node {
   id status createdAt progress { epoch totalEpochs fraction }
   model { id name architecture }
   datasetVersion { id version format }
   latestEpoch { epoch metrics }
 } } } }`;
 
-async function seed(url: string, dbUrl: string) {
+export async function seed(url: string, dbUrl: string) {
   const email = `bench-${randomBytes(4).toString('hex')}@example.com`;
   const { signUp } = await gql(
     url,
@@ -152,7 +153,7 @@ function cpuSeconds(pid: number | undefined): number {
   }
 }
 
-async function load(url: string, token: string, title: string, query: string, pid?: number) {
+export async function load(url: string, token: string, title: string, query: string, pid?: number) {
   const opts = {
     url,
     method: 'POST' as const,
@@ -277,7 +278,10 @@ async function main() {
   }
 }
 
-main().catch((err) => {
-  console.error(err);
-  process.exit(1);
-});
+// Run when executed (npm run bench), not when bench/build-ab.ts imports its seeding and load.
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });
+}
