@@ -7,7 +7,8 @@
 // sha256 check and the session ended FAILED instead of resuming. The dead node is played here
 // through its own protocol (node HTTP API with the join token, events appended to the Redis
 // Stream) so the moment of death is exact; the node that resumes is a real gpu-node.
-import { execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -71,9 +72,11 @@ describe('e2e: resume after a node died between uploading a checkpoint and repor
       // As the API hands it to nodes: unset (null) settings left out.
       JSON.stringify({ ...Object.fromEntries(Object.entries(config).filter(([, v]) => v !== null)), epochs: 1, dataset: { path: path.join(e2e.root, 'dataset'), format: 'image_folder' }, output_dir: work, session_id: id, device: 'cpu' }),
     );
-    execFileSync(PYTHON, ['-m', 'cvtrain', 'train', '--config', runJson, '--events', path.join(e2e.root, 'events.jsonl')], {
+    // Not execFileSync: this process also runs the API, and blocking its event loop for the whole
+    // epoch let the server's keep-alive timer close a pooled socket just as the next request
+    // reused it (ECONNRESET on the first node API call, seen on a loaded host).
+    await promisify(execFile)(PYTHON, ['-m', 'cvtrain', 'train', '--config', runJson, '--events', path.join(e2e.root, 'events.jsonl')], {
       env: { ...process.env, PYTHONPATH: TRAINERS },
-      stdio: 'pipe',
     });
     const events = readFileSync(path.join(e2e.root, 'events.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     const epochEvent = events.find((e) => e.type === 'epoch' && e.epoch === 1);
