@@ -112,7 +112,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from . import compat
     from .registry import resolve_trainer
-    from .trainer import CHECKPOINT_FORMAT, WEIGHTS_FORMAT, file_digest
+    from .checkpointing import CHECKPOINT_FORMAT, WEIGHTS_FORMAT, file_digest
 
     try:
         state = compat.load(args.checkpoint)

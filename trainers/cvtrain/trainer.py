@@ -15,7 +15,6 @@ the loop where they were captured.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -31,68 +30,21 @@ import torch
 from torch import nn
 
 from . import callbacks as cb
-from . import compat, settings
+from . import checkpointing, compat, settings
 from .config import TrainingConfig
 from .datasets.formats import SplitIndex, read_splits
 from .datasets.batch_ring import RingLoader, ring_supported
 from .datasets.loading import EpochBatchSampler, make_loader, resolve_num_workers
 from .errors import ConfigError, CvtrainError, DatasetError, TrainingDiverged
 from .events import EventEmitter
+from .checkpointing import atomic_save, file_digest
 from .stopping import pending_signal
-
-CHECKPOINT_FORMAT = "cvtrain-checkpoint"
-WEIGHTS_FORMAT = "cvtrain-weights"
-CHECKPOINT_VERSION = 1
-# Keys of run.json that must match between a checkpoint and the run resuming it: they
-# define the model, the classes, or what "step N of epoch E" means.
-RESUME_MUST_MATCH = ("task", "framework", "architecture", "batch_size", "max_batches_per_epoch", "seed", "image_size")
-
 
 def _data_wait(seconds: float | None, wall: float) -> dict[str, float]:
     """The event field data_wait_fraction, absent when the loop did not measure it."""
     if seconds is None:
         return {}
     return {"data_wait_fraction": min(1.0, max(0.0, seconds / max(1e-9, wall)))}
-
-
-def file_digest(path: str) -> tuple[int, str]:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return os.path.getsize(path), h.hexdigest()
-
-
-def atomic_save(obj: Any, path: str) -> None:
-    """torch.save to a temp file in the same folder, fsync, then rename over `path`, so
-    a crash or SIGKILL leaves either the old file or the new one, never half of one."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def atomic_link(src: str, dst: str) -> None:
-    """Make `dst` a second name of `src` (same bytes, no second write), atomically."""
-    tmp = f"{dst}.tmp.{os.getpid()}"
-    try:
-        try:
-            os.link(src, tmp)
-        except OSError:
-            import shutil
-
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 @dataclass
@@ -491,37 +443,7 @@ class BaseTrainer:
     # ------------------------------------------------------------ checkpoints
 
     def checkpoint_state(self, epoch: int, step: int) -> dict[str, Any]:
-        acc = self._acc
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "torch_version": str(torch.__version__),
-            "config": self.cfg.to_dict(),
-            "task": self.task,
-            "class_names": list(self.class_names),
-            "image_size": self.image_size,
-            "model": compat.unwrap_model(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "epoch": epoch,
-            "step": step,
-            "global_step": self.global_step,
-            "steps_per_epoch": self.steps_per_epoch,
-            "rng": compat.rng_state(),
-            "epoch_acc": {
-                "loss": acc["loss"].cpu(),
-                "parts": {k: v.cpu() for k, v in acc["parts"].items()},
-                "steps": acc["steps"],
-                "images": acc["images"],
-            },
-            "history": self.history,
-            "best_metric": self.best_metric,
-            "best_epoch": self.best_epoch,
-            "epochs_without_improvement": self.epochs_without_improvement,
-            "bad_samples": {k: dict(v) for k, v in self.bad_samples.items()},
-            "extra": self.extra_state(),
-        }
+        return checkpointing.capture(self, epoch, step)
 
     def extra_state(self) -> dict[str, Any]:
         """Family state a checkpoint carries beyond the model, optimizer, scheduler and RNGs
@@ -543,79 +465,24 @@ class BaseTrainer:
         the bytes are written once, other names are hard links. Returns kind -> path."""
         state = self.checkpoint_state(epoch, step)
         paths: dict[str, str] = {}
-        first: str | None = None
-        for kind in kinds:
-            path = self.checkpoint_path(kind, epoch)
+        for kind, path, size, digest in checkpointing.write(state, [(k, self.checkpoint_path(k, epoch)) for k in kinds]):
             if kind in ("last", "stop"):
                 self._last_saved_position = (epoch, step)
-            if first is None:
-                atomic_save(state, path)
-                first = path
-                size, digest = file_digest(path)
-            else:
-                atomic_link(first, path)
             paths[kind] = path
             self.run_callbacks("on_model_save")
             self.events.emit("checkpoint", epoch=epoch, step=step, path=path, kind=kind, size_bytes=size, sha256=digest)
         return paths
 
     def checkpoint_path(self, kind: str, epoch: int) -> str:
-        name = {"last": "last.pt", "stop": "last.pt", "best": "best.pt"}.get(kind, f"epoch_{epoch:04d}.pt")
-        return os.path.join(self.cfg.checkpoint_dir, name)
+        return checkpointing.checkpoint_path(self.cfg.checkpoint_dir, kind, epoch)
 
     def _load_resume(self) -> str | None:
-        cfg = self.cfg
-        path = cfg.resume_from
-        if not path:
+        path = checkpointing.resume_path(self.cfg)
+        if path is None:
             return None
-        if path == "last":
-            path = os.path.join(cfg.checkpoint_dir, "last.pt")
-            if not os.path.isfile(path):
-                print(f"cvtrain: resume_from 'last': no {path} yet, starting fresh", file=sys.stderr)
-                return None
-        try:
-            ckpt = compat.load(path)
-        except Exception as exc:
-            raise ConfigError("resume_from", f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
-        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ConfigError("resume_from", f"{path} is not a cvtrain checkpoint")
-        if ckpt.get("version") != CHECKPOINT_VERSION:
-            raise ConfigError("resume_from", f"{path} has checkpoint version {ckpt.get('version')}, expected {CHECKPOINT_VERSION}")
-        saved = ckpt["config"]
-        mine = cfg.to_dict()
-        for key in RESUME_MUST_MATCH:
-            if saved.get(key) != mine.get(key):
-                raise ConfigError("resume_from", f"checkpoint was trained with {key}={saved.get(key)!r}, this run has {mine.get(key)!r}")
-        if list(ckpt["class_names"]) != list(self.class_names):
-            raise ConfigError("resume_from", f"checkpoint classes {ckpt['class_names']} differ from the dataset's {self.class_names}")
-        if ckpt["steps_per_epoch"] != self.steps_per_epoch:
-            raise ConfigError(
-                "resume_from",
-                f"checkpoint had {ckpt['steps_per_epoch']} steps per epoch, this dataset gives {self.steps_per_epoch}",
-            )
-        compat.unwrap_model(self.model).load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt.get("scaler") and self.scaler.is_enabled():
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.load_extra_state(ckpt.get("extra") or {})
-        self.epoch, self.step = ckpt["epoch"], ckpt["step"]
-        self.global_step = ckpt["global_step"]
-        acc = ckpt["epoch_acc"]
-        self._acc = {
-            "loss": acc["loss"].to(self.device),
-            "parts": {k: v.to(self.device) for k, v in acc["parts"].items()},
-            "steps": acc["steps"],
-            "images": acc["images"],
-        }
-        self.history = list(ckpt["history"])
-        self.best_metric, self.best_epoch = ckpt["best_metric"], ckpt["best_epoch"]
-        self.epochs_without_improvement = ckpt["epochs_without_improvement"]
-        self.bad_samples = {k: {int(i): m for i, m in v.items()} for k, v in ckpt["bad_samples"].items()}
-        self._reported_bad = {k: len(v) for k, v in self.bad_samples.items()}
-        if self.history:
-            self.last_metrics = dict(self.history[-1]["metrics"])
-        self._resume_state = ckpt["rng"]
+        ckpt = checkpointing.read(path)
+        checkpointing.verify_resumable(ckpt, self.cfg, self.class_names, self.steps_per_epoch)
+        checkpointing.restore(self, ckpt)
         return os.path.abspath(path)
 
     # ------------------------------------------------------------ model setup
@@ -637,17 +504,7 @@ class BaseTrainer:
     def _load_pretrained(self, model: nn.Module, path: str) -> None:
         from .families.torchvision_models import load_pretrained
 
-        try:
-            obj = compat.load(path)
-        except Exception as exc:
-            raise ConfigError("pretrained_weights", f"cannot read {path}: {type(exc).__name__}: {exc}") from None
-        if isinstance(obj, dict) and obj.get("format") in (CHECKPOINT_FORMAT, WEIGHTS_FORMAT):
-            obj = obj["model"]
-        elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-            obj = obj["state_dict"]
-        if not isinstance(obj, dict):
-            raise ConfigError("pretrained_weights", f"{path} holds no state dict")
-        loaded, skipped = load_pretrained(model, obj)
+        loaded, skipped = load_pretrained(model, checkpointing.pretrained_state_dict(path))
         if not loaded:
             raise ConfigError("pretrained_weights", f"no tensor in {path} matches {self.cfg.architecture}")
         if skipped:
@@ -934,17 +791,7 @@ class BaseTrainer:
         return path
 
     def weights_state(self, state: dict[str, torch.Tensor]) -> dict[str, Any]:
-        return {
-            "format": WEIGHTS_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "config": self.cfg.to_dict(),
-            "task": self.task,
-            "class_names": list(self.class_names),
-            "image_size": self.image_size,
-            "epoch": self.best_epoch,
-            "metric": {self.main_metric: self.best_metric},
-            "model": state,
-        }
+        return checkpointing.weights(self, state)
 
     def _artifact(self, kind: str, path: str, **extra: Any) -> None:
         size, digest = file_digest(path)
