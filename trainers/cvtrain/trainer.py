@@ -18,9 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -30,7 +28,7 @@ import torch
 from torch import nn
 
 from . import callbacks as cb
-from . import checkpointing, compat, settings
+from . import checkpointing, compat, settings, stopping
 from .config import TrainingConfig
 from .datasets.formats import SplitIndex, read_splits
 from .datasets.batch_ring import RingLoader, ring_supported
@@ -38,7 +36,6 @@ from .datasets.loading import EpochBatchSampler, make_loader, resolve_num_worker
 from .errors import ConfigError, CvtrainError, DatasetError, TrainingDiverged
 from .events import EventEmitter
 from .checkpointing import atomic_save, file_digest
-from .stopping import pending_signal
 
 def _data_wait(seconds: float | None, wall: float) -> dict[str, float]:
     """The event field data_wait_fraction, absent when the loop did not measure it."""
@@ -517,32 +514,18 @@ class BaseTrainer:
 
     # ------------------------------------------------------------ the run
 
-    def _install_signal_handlers(self) -> None:
-        self._old_handlers: dict[int, Any] = {}
-        if threading.current_thread() is not threading.main_thread():
-            return
-
-        def handler(signum: int, _frame: Any) -> None:
-            if self.stop_requested is None:
-                self.stop_requested = signal.Signals(signum).name
-                print(f"cvtrain: {self.stop_requested} received; finishing the step, then checkpointing", file=sys.stderr, flush=True)
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._old_handlers[sig] = signal.getsignal(sig)
-            signal.signal(sig, handler)
-        early = pending_signal()
-        if early and self.stop_requested is None:
-            self.stop_requested = early
-            print(f"cvtrain: {early} received during start-up; stopping at the first step boundary", file=sys.stderr, flush=True)
-
-    def _restore_signal_handlers(self) -> None:
-        for sig, old in self._old_handlers.items():
-            signal.signal(sig, old)
+    def request_stop(self, reason: str) -> bool:
+        """Stop at the next step boundary with a resumable checkpoint (stopping.py routes
+        SIGTERM/SIGINT here). The first request wins; returns whether this one was it."""
+        if self.stop_requested is not None:
+            return False
+        self.stop_requested = reason
+        return True
 
     def fit(self) -> RunResult:
         """Train, validate, checkpoint and export; never raises for run failures (they
         become a `failed` event and a non-zero exit code in the result)."""
-        self._install_signal_handlers()
+        restore_signals = stopping.route_stop_signals(self.request_stop)
         try:
             return self._fit()
         except _Stop:
@@ -554,18 +537,21 @@ class BaseTrainer:
             self._emit_failed(exc)
             return RunResult("failed", settings.EXIT_FAILED, error=exc)
         finally:
-            self._restore_signal_handlers()
-            try:
-                self.run_callbacks("on_teardown")
-            finally:
-                self._train_iter = None  # holds the training loader's workers
-                for loader in ("train_loader", "val_loader"):
-                    # Ends persistent workers now rather than at interpreter exit.
-                    if hasattr(self, loader):
-                        close = getattr(getattr(self, loader), "close", None)
-                        if close is not None:
-                            close()
-                        delattr(self, loader)
+            restore_signals()
+            self._teardown()
+
+    def _teardown(self) -> None:
+        try:
+            self.run_callbacks("on_teardown")
+        finally:
+            self._train_iter = None  # holds the training loader's workers
+            for loader in ("train_loader", "val_loader"):
+                # Ends persistent workers now rather than at interpreter exit.
+                if hasattr(self, loader):
+                    close = getattr(getattr(self, loader), "close", None)
+                    if close is not None:
+                        close()
+                    delattr(self, loader)
 
     def _emit_failed(self, exc: BaseException) -> None:
         tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
