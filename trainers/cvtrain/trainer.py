@@ -580,10 +580,57 @@ class BaseTrainer:
         return self._load_resume()
 
     def _fit(self) -> RunResult:
-        cfg = self.cfg
+        """Set up, train epoch after epoch until the last or early stopping, then write the
+        outputs. A stop request unwinds from wherever it is seen through `_stop`."""
         self.run_callbacks("on_pretrain_routine_start")
         resumed_from = self.setup()
         self.run_callbacks("on_pretrain_routine_end")
+        self._emit_started(resumed_from)
+        if self._resume_state is not None:
+            # Restored last, where the original run captured it: nothing between here and
+            # the next batch draws from the global generators.
+            compat.set_rng_state(self._resume_state)
+        self.run_callbacks("on_train_start")
+        self._last_progress = time.monotonic()
+        self._new_window()
+        early_stopped = False
+        start_epoch, start_step = self.epoch, self.step
+        for epoch in range(start_epoch, self.cfg.epochs):
+            early_stopped = self._run_epoch(epoch, start_step if epoch == start_epoch else 0)
+            if early_stopped:
+                break
+        return self._finish(early_stopped)
+
+    def _run_epoch(self, epoch: int, first: int) -> bool:
+        """Epoch index `epoch` (0-based) from batch `first`: train, validate, record,
+        checkpoint. True when early stopping ends the run."""
+        self.epoch = epoch
+        self.step = first
+        if first == 0:
+            self._acc = self._new_acc()
+        t0 = time.monotonic()
+        self._epoch_data_wait = None
+        images_before = self._acc["images"]
+        self.run_callbacks("on_train_epoch_start")
+        self.train_epoch(epoch, first)
+        if self.device.type == "cuda":
+            # Steps are queued asynchronously; wait for them so the epoch's throughput
+            # counts finished work, not queued work.
+            torch.cuda.synchronize(self.device)
+        if self.stop_requested:
+            self._stop(epoch, self.step)
+        train_seconds = time.monotonic() - t0
+        self.run_callbacks("on_train_epoch_end")
+        metrics = self._run_validation()
+        if metrics is None:
+            self._stop(epoch, self.step)
+        early_stopped = self._end_epoch(epoch, metrics, t0, train_seconds, self._acc["images"] - images_before)
+        if self.stop_requested:
+            self._stop(epoch + 1, 0, already_saved=self._last_saved_position == (epoch + 1, 0))
+        return early_stopped
+
+    def _emit_started(self, resumed_from: str | None) -> None:
+        cfg = self.cfg
         self.events.emit(
             "started",
             total_epochs=cfg.epochs,
@@ -605,43 +652,6 @@ class BaseTrainer:
             amp=self.amp_name,
             num_workers=self.num_workers,
         )
-        if self._resume_state is not None:
-            # Restored last, where the original run captured it: nothing between here and
-            # the next batch draws from the global generators.
-            compat.set_rng_state(self._resume_state)
-        self.run_callbacks("on_train_start")
-        self._last_progress = time.monotonic()
-        self._new_window()
-        early_stopped = False
-        start_epoch, start_step = self.epoch, self.step
-        for epoch in range(start_epoch, cfg.epochs):
-            self.epoch = epoch
-            first = start_step if epoch == start_epoch else 0
-            self.step = first
-            if first == 0:
-                self._acc = self._new_acc()
-            t0 = time.monotonic()
-            self._epoch_data_wait = None
-            images_before = self._acc["images"]
-            self.run_callbacks("on_train_epoch_start")
-            self.train_epoch(epoch, first)
-            if self.device.type == "cuda":
-                # Steps are queued asynchronously; wait for them so the epoch's throughput
-                # counts finished work, not queued work.
-                torch.cuda.synchronize(self.device)
-            if self.stop_requested:
-                self._stop(epoch, self.step)
-            train_seconds = time.monotonic() - t0
-            self.run_callbacks("on_train_epoch_end")
-            metrics = self._run_validation()
-            if metrics is None:
-                self._stop(epoch, self.step)
-            early_stopped = self._end_epoch(epoch, metrics, t0, train_seconds, self._acc["images"] - images_before)
-            if self.stop_requested:
-                self._stop(epoch + 1, 0, already_saved=self._last_saved_position == (epoch + 1, 0))
-            if early_stopped:
-                break
-        return self._finish(early_stopped)
 
     def _run_validation(self) -> dict[str, float] | None:
         self.model.eval()
@@ -655,21 +665,12 @@ class BaseTrainer:
         return {k: float(v) for k, v in metrics.items() if v is not None}
 
     def _end_epoch(self, epoch: int, metrics: dict[str, float], t0: float, train_seconds: float, images: int) -> bool:
+        """Record epoch `epoch`'s results, emit `epoch`, save the checkpoints it calls for.
+        True when early stopping ends the run."""
         cfg = self.cfg
-        acc = self._acc
-        steps = max(1, acc["steps"])
-        train_loss = float(acc["loss"]) / steps
-        if not math.isfinite(train_loss):
-            raise TrainingDiverged(f"training loss is {train_loss} after epoch {epoch + 1}")
-        losses = {k: float(v) / steps for k, v in acc["parts"].items()}
+        train_loss, losses = self._epoch_losses(epoch)
         done = epoch + 1
-        value = metrics.get(self.main_metric)
-        is_best = value is not None and (self.best_metric is None or value > self.best_metric)
-        if is_best:
-            self.best_metric, self.best_epoch = value, done
-            self.epochs_without_improvement = 0
-        else:
-            self.epochs_without_improvement += 1
+        is_best = self._update_best(metrics.get(self.main_metric), done)
         record = {"epoch": done, "train_loss": train_loss, "losses": losses, "metrics": metrics}
         self.history.append(record)
         self.last_metrics = dict(metrics)
@@ -690,6 +691,32 @@ class BaseTrainer:
         )
         self.run_callbacks("on_fit_epoch_end")
         early = bool(cfg.early_stopping_patience) and self.epochs_without_improvement >= cfg.early_stopping_patience
+        kinds = self._epoch_checkpoint_kinds(done, is_best, early)
+        if kinds:
+            self.save_checkpoint(kinds, done, 0)
+        return early
+
+    def _epoch_losses(self, epoch: int) -> tuple[float, dict[str, float]]:
+        """The epoch's mean loss and mean loss parts (one device sync)."""
+        acc = self._acc
+        steps = max(1, acc["steps"])
+        train_loss = float(acc["loss"]) / steps
+        if not math.isfinite(train_loss):
+            raise TrainingDiverged(f"training loss is {train_loss} after epoch {epoch + 1}")
+        return train_loss, {k: float(v) / steps for k, v in acc["parts"].items()}
+
+    def _update_best(self, value: float | None, done: int) -> bool:
+        """Best-so-far and the early-stopping count; True when epoch `done` is the new best."""
+        is_best = value is not None and (self.best_metric is None or value > self.best_metric)
+        if is_best:
+            self.best_metric, self.best_epoch = value, done
+            self.epochs_without_improvement = 0
+        else:
+            self.epochs_without_improvement += 1
+        return is_best
+
+    def _epoch_checkpoint_kinds(self, done: int, is_best: bool, early: bool) -> list[str]:
+        cfg = self.cfg
         kinds = []
         if done % cfg.checkpoint_every == 0 or done == cfg.epochs or early or self.stop_requested:
             kinds.append("last")
@@ -697,9 +724,7 @@ class BaseTrainer:
             kinds.append("best")
         if cfg.keep_periodic and done % cfg.checkpoint_every == 0:
             kinds.append("periodic")
-        if kinds:
-            self.save_checkpoint(kinds, done, 0)
-        return early
+        return kinds
 
     def _stop(self, epoch: int, step: int, already_saved: bool = False) -> None:
         """Checkpoint at (epochs done, step within the next epoch), emit `stopped`, unwind."""
@@ -711,6 +736,7 @@ class BaseTrainer:
         raise _Stop()
 
     def _finish(self, early_stopped: bool) -> RunResult:
+        """After the last epoch: the final checkpoint, metrics.json, weights, exports, `completed`."""
         cfg = self.cfg
         self.run_callbacks("on_train_end")
         os.makedirs(cfg.output_dir, exist_ok=True)
@@ -719,6 +745,26 @@ class BaseTrainer:
             # Every completed run leaves a resumable checkpoint of its final state.
             self.save_checkpoint(["last"], len(self.history), 0)
         self._artifact("checkpoint", last_path)
+        self._artifact("metrics", self._write_metrics())
+        self._artifact("weights", self._write_weights())
+        for fmt in cfg.export:
+            if self.stop_requested:
+                # Training is done; a resumed run only repeats the exports.
+                self._stop(len(self.history), 0, already_saved=True)
+            self._run_export(fmt)
+        self.events.emit(
+            "completed",
+            epochs=len(self.history),
+            best_epoch=self.best_epoch,
+            best_metric_name=self.main_metric,
+            best_metric=self.best_metric,
+            metrics=self.last_metrics,
+            early_stopped=early_stopped,
+        )
+        return RunResult("completed", settings.EXIT_OK, dict(self.last_metrics))
+
+    def _write_metrics(self) -> str:
+        cfg = self.cfg
         metrics_path = os.path.join(cfg.output_dir, "metrics.json")
         with open(metrics_path + ".tmp", "w", encoding="utf-8") as fh:
             json.dump(
@@ -739,33 +785,20 @@ class BaseTrainer:
                 indent=1,
             )
         os.replace(metrics_path + ".tmp", metrics_path)
-        self._artifact("metrics", metrics_path)
-        weights_path = self._write_weights()
-        self._artifact("weights", weights_path)
-        for fmt in cfg.export:
-            if self.stop_requested:
-                # Training is done; a resumed run only repeats the exports.
-                self._stop(len(self.history), 0, already_saved=True)
-            self.run_callbacks("on_export_start")
-            out = os.path.join(cfg.output_dir, "export", f"model.{fmt}")
-            try:
-                extra = self.export_model(fmt, out)
-            except Exception as exc:
-                traceback.print_exc()
-                self.events.emit("warning", code="export_failed", message=f"{fmt} export failed: {type(exc).__name__}: {exc}", count=1)
-            else:
-                self._artifact(fmt, out, **extra)
-            self.run_callbacks("on_export_end")
-        self.events.emit(
-            "completed",
-            epochs=len(self.history),
-            best_epoch=self.best_epoch,
-            best_metric_name=self.main_metric,
-            best_metric=self.best_metric,
-            metrics=self.last_metrics,
-            early_stopped=early_stopped,
-        )
-        return RunResult("completed", settings.EXIT_OK, dict(self.last_metrics))
+        return metrics_path
+
+    def _run_export(self, fmt: str) -> None:
+        """One export with its hooks; a failed export is a warning, not a failed run."""
+        self.run_callbacks("on_export_start")
+        out = os.path.join(self.cfg.output_dir, "export", f"model.{fmt}")
+        try:
+            extra = self.export_model(fmt, out)
+        except Exception as exc:
+            traceback.print_exc()
+            self.events.emit("warning", code="export_failed", message=f"{fmt} export failed: {type(exc).__name__}: {exc}", count=1)
+        else:
+            self._artifact(fmt, out, **extra)
+        self.run_callbacks("on_export_end")
 
     def _write_weights(self) -> str:
         """weights/best.pt: the best epoch's model only (what export and inference use)."""
