@@ -75,7 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     emitter = EventEmitter(target or os.path.join(cfg.output_dir, "events.jsonl"), cfg.session_id)
     try:
         from .registry import resolve_trainer
-        from .trainer import resolve_device
+        from .devices import resolve_device
 
         trainer_cls = resolve_trainer(cfg)
         resolve_device(cfg.device)

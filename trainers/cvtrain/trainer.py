@@ -29,13 +29,15 @@ from torch import nn
 
 from . import callbacks as cb
 from . import checkpointing, compat, settings, stopping
+from .checkpointing import atomic_save, file_digest
 from .config import TrainingConfig
 from .datasets.formats import SplitIndex, read_splits
 from .datasets.batch_ring import RingLoader, ring_supported
 from .datasets.loading import EpochBatchSampler, make_loader, resolve_num_workers
+from .devices import amp_dtype, describe_device, resolve_device
 from .errors import ConfigError, CvtrainError, DatasetError, TrainingDiverged
 from .events import EventEmitter
-from .checkpointing import atomic_save, file_digest
+
 
 def _data_wait(seconds: float | None, wall: float) -> dict[str, float]:
     """The event field data_wait_fraction, absent when the loop did not measure it."""
@@ -274,29 +276,15 @@ class BaseTrainer:
 
     def _setup_device(self) -> None:
         self.device = resolve_device(self.cfg.device)
-        amp = self.cfg.amp
-        dtype = None
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
             compat.configure_cuda_backend()
-            if amp == "auto":
-                dtype = torch.bfloat16 if compat.bf16_supported() else torch.float16
-            elif amp == "bf16":
-                if compat.bf16_supported():
-                    dtype = torch.bfloat16
-                else:
-                    self.events.emit("warning", code="amp_fallback", message="bf16 is not supported on this GPU; using fp16 with a grad scaler", count=1)
-                    dtype = torch.float16
-            elif amp == "fp16":
-                dtype = torch.float16
-        else:
-            if amp == "bf16":
-                dtype = torch.bfloat16
-            elif amp == "fp16":
-                self.events.emit("warning", code="amp_unsupported", message="fp16 autocast needs CUDA; training in float32 on CPU", count=1)
-        self.amp_dtype = dtype
+        self.amp_dtype = amp_dtype(self.device, self.cfg.amp, self._warn)
         cl = self.cfg.channels_last
         self.channels_last = self.auto_channels_last() if cl == "auto" else bool(cl)
+
+    def _warn(self, code: str, message: str) -> None:
+        self.events.emit("warning", code=code, message=message, count=1)
 
     def auto_channels_last(self) -> bool:
         """`channels_last: auto`: where NHWC is measured to be faster (convolution-heavy models
@@ -496,7 +484,7 @@ class BaseTrainer:
             if compat.can_compile():
                 self.model = torch.compile(model)
             else:
-                self.events.emit("warning", code="compile_unavailable", message=f"torch {torch.__version__} has no torch.compile; running eagerly", count=1)
+                self._warn("compile_unavailable", f"torch {torch.__version__} has no torch.compile; running eagerly")
 
     def _load_pretrained(self, model: nn.Module, path: str) -> None:
         from .families.torchvision_models import load_pretrained
@@ -795,7 +783,7 @@ class BaseTrainer:
             extra = self.export_model(fmt, out)
         except Exception as exc:
             traceback.print_exc()
-            self.events.emit("warning", code="export_failed", message=f"{fmt} export failed: {type(exc).__name__}: {exc}", count=1)
+            self._warn("export_failed", f"{fmt} export failed: {type(exc).__name__}: {exc}")
         else:
             self._artifact(fmt, out, **extra)
         self.run_callbacks("on_export_end")
@@ -827,21 +815,3 @@ class BaseTrainer:
         self.model.load_state_dict(state["model"])
         self.model.eval()
 
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    if spec == "cpu":
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ConfigError("device", f"{spec} requested but CUDA is not available (torch {torch.__version__})")
-    dev = torch.device("cuda:0" if spec == "cuda" else spec)
-    if dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError("device", f"{spec} requested but only {torch.cuda.device_count()} GPU(s) are visible")
-    return dev
-
-
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return "cpu"
