@@ -1,4 +1,7 @@
-"""BaseTrainer: the loop, hooks, events, checkpoint/resume, graceful stop, evaluation, export.
+"""BaseTrainer: the run (set-up, the epoch loop, hooks, events, when to checkpoint, outputs).
+
+What a checkpoint holds and its files: checkpointing.py. Stop signals: stopping.py routes
+them to `request_stop`. Device and precision: devices.py.
 
 Tasks (tasks/) implement the model-facing parts: create_model, forward_train, validate,
 export_model. Families (families/) pick builders. Custom trainers subclass a task trainer
