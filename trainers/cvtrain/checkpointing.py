@@ -132,7 +132,7 @@ def capture(trainer: BaseTrainer, epoch: int, step: int) -> dict[str, Any]:
         "best_metric": trainer.best_metric,
         "best_epoch": trainer.best_epoch,
         "epochs_without_improvement": trainer.epochs_without_improvement,
-        "bad_samples": {k: dict(v) for k, v in trainer.bad_samples.items()},
+        "bad_samples": {k: dict(v) for k, v in trainer.problems.bad.items()},
         "extra": trainer.extra_state(),
     }
 
@@ -158,8 +158,7 @@ def restore(trainer: BaseTrainer, ckpt: dict[str, Any]) -> None:
     trainer.history = list(ckpt["history"])
     trainer.best_metric, trainer.best_epoch = ckpt["best_metric"], ckpt["best_epoch"]
     trainer.epochs_without_improvement = ckpt["epochs_without_improvement"]
-    trainer.bad_samples = {k: {int(i): m for i, m in v.items()} for k, v in ckpt["bad_samples"].items()}
-    trainer._reported_bad = {k: len(v) for k, v in trainer.bad_samples.items()}
+    trainer.problems.restore(ckpt["bad_samples"])
     if trainer.history:
         trainer.last_metrics = dict(trainer.history[-1]["metrics"])
     trainer._resume_state = ckpt["rng"]

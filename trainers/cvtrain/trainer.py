@@ -34,9 +34,10 @@ from . import callbacks as cb
 from . import checkpointing, compat, settings, stopping
 from .checkpointing import atomic_save, file_digest
 from .config import TrainingConfig
-from .datasets.formats import SplitIndex, read_splits
+from .datasets.formats import read_splits
 from .datasets.batch_ring import RingLoader, ring_supported
 from .datasets.loading import EpochBatchSampler, make_loader, resolve_num_workers
+from .datasets.problems import SampleProblems
 from .devices import amp_dtype, describe_device, resolve_device
 from .errors import ConfigError, CvtrainError, DatasetError, TrainingDiverged
 from .events import EventEmitter
@@ -99,8 +100,7 @@ class BaseTrainer:
         self.best_metric: float | None = None
         self.best_epoch: int | None = None
         self.epochs_without_improvement = 0
-        self.bad_samples: dict[str, dict[int, str]] = {"train": {}, "val": {}}
-        self._reported_bad = {"train": 0, "val": 0}
+        self.problems = SampleProblems(self.events, config.max_corrupt_fraction)
         self.val_details: dict[str, Any] = {}
         self.last_metrics: dict[str, float] = {}
         self._resume_state: dict[str, Any] | None = None
@@ -154,66 +154,13 @@ class BaseTrainer:
         train, val = read_splits(cfg.dataset.path, cfg.dataset.format, cfg.dataset.train_split, cfg.dataset.val_split)
         self.class_names = list(train.class_names)
         for name, index in (("train", train), ("val", val)):
-            self._report_index(name, index)
+            self.problems.report_index(name, index)
         if not train.samples:
             raise DatasetError(f"split '{cfg.dataset.train_split}' has no usable samples in {cfg.dataset.path}")
         if not val.samples:
             raise DatasetError(f"split '{cfg.dataset.val_split}' has no usable samples in {cfg.dataset.path}")
         self.train_dataset = self.make_dataset(train.samples, train=True)
         self.val_dataset = self.make_dataset(val.samples, train=False)
-
-    def _report_index(self, split: str, index: SplitIndex) -> None:
-        if not index.problems:
-            return
-        shown = "; ".join(
-            f"{p.path}{':' + str(p.line) if p.line else ''}: {p.message}" for p in index.problems[:3]
-        )
-        more = f" (and {len(index.problems) - 3} more)" if len(index.problems) > 3 else ""
-        if index.dropped:
-            self.events.emit(
-                "warning",
-                code="skipped_labels",
-                message=f"{split}: skipped {index.dropped} of {index.total} images with bad labels: {shown}{more}",
-                count=index.dropped,
-            )
-        else:
-            self.events.emit(
-                "warning",
-                code="dataset_problems",
-                message=f"{split}: {len(index.problems)} problems: {shown}{more}",
-                count=len(index.problems),
-            )
-        if index.total and index.dropped / index.total > self.cfg.max_corrupt_fraction:
-            raise DatasetError(
-                f"{split}: {index.dropped} of {index.total} images have bad labels, more than "
-                f"max_corrupt_fraction={self.cfg.max_corrupt_fraction}: {shown}{more}"
-            )
-
-    def _record_bad(self, split: str, bad: list[tuple[int, str, str]]) -> None:
-        table = self.bad_samples[split]
-        for index, path, message in bad:
-            if index not in table:
-                table[index] = f"{path}: {message}"
-                print(f"cvtrain: skipping corrupt image {path}: {message}", file=sys.stderr)
-        dataset = self.train_dataset if split == "train" else self.val_dataset
-        if len(table) / max(1, len(dataset)) > self.cfg.max_corrupt_fraction:
-            self._report_bad(split)
-            raise DatasetError(
-                f"{split}: {len(table)} of {len(dataset)} images do not decode, more than "
-                f"max_corrupt_fraction={self.cfg.max_corrupt_fraction}; first: {next(iter(table.values()))}"
-            )
-
-    def _report_bad(self, split: str) -> None:
-        table = self.bad_samples[split]
-        if len(table) > self._reported_bad[split]:
-            self._reported_bad[split] = len(table)
-            first = list(table.values())[:3]
-            self.events.emit(
-                "warning",
-                code="corrupt_images",
-                message=f"{split}: skipped {len(table)} images that do not decode: " + "; ".join(first),
-                count=len(table),
-            )
 
     def _build_loaders(self) -> None:
         cfg = self.cfg
@@ -258,7 +205,7 @@ class BaseTrainer:
                 self._val_interrupted = True
                 return
             if batch["bad"]:
-                self._record_bad("val", batch["bad"])
+                self.problems.record("val", batch["bad"], len(self.val_dataset))
             if not batch["size"]:
                 continue
             self.run_callbacks("on_val_batch_start")
@@ -408,7 +355,7 @@ class BaseTrainer:
             if self.stop_requested:
                 return
             if batch["bad"]:
-                self._record_bad("train", batch["bad"])
+                self.problems.record("train", batch["bad"], len(self.train_dataset))
             if batch["size"]:
                 self.run_callbacks("on_train_batch_start")
                 self.train_step(batch)
@@ -666,7 +613,7 @@ class BaseTrainer:
         self.history.append(record)
         self.last_metrics = dict(metrics)
         for split in ("train", "val"):
-            self._report_bad(split)
+            self.problems.report(split)
         self.events.emit(
             "epoch",
             epoch=done,
@@ -770,7 +717,7 @@ class BaseTrainer:
                     "final": self.last_metrics,
                     "details": self.val_details,
                     "history": self.history,
-                    "corrupt_images": {k: sorted(v.values()) for k, v in self.bad_samples.items()},
+                    "corrupt_images": {k: sorted(v.values()) for k, v in self.problems.bad.items()},
                 },
                 fh,
                 indent=1,
