@@ -1,7 +1,7 @@
 """BaseTrainer: the run (set-up, the epoch loop, hooks, events, when to checkpoint, outputs).
 
 What a checkpoint holds and its files: checkpointing.py. Stop signals: stopping.py routes
-them to `request_stop`. Device and precision: devices.py.
+them to `request_stop`. Device and precision: devices.py. Skipped samples: datasets/problems.py.
 
 Tasks (tasks/) implement the model-facing parts: create_model, forward_train, validate,
 export_model. Families (families/) pick builders. Custom trainers subclass a task trainer
