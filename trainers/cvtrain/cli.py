@@ -75,7 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     emitter = EventEmitter(target or os.path.join(cfg.output_dir, "events.jsonl"), cfg.session_id)
     try:
         from .registry import resolve_trainer
-        from .trainer import resolve_device
+        from .devices import resolve_device
 
         trainer_cls = resolve_trainer(cfg)
         resolve_device(cfg.device)
@@ -112,7 +112,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from . import compat
     from .registry import resolve_trainer
-    from .trainer import CHECKPOINT_FORMAT, WEIGHTS_FORMAT, file_digest
+    from .checkpointing import CHECKPOINT_FORMAT, WEIGHTS_FORMAT, file_digest
 
     try:
         state = compat.load(args.checkpoint)

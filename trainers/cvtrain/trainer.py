@@ -1,4 +1,7 @@
-"""BaseTrainer: the loop, hooks, events, checkpoint/resume, graceful stop, evaluation, export.
+"""BaseTrainer: the run (set-up, the epoch loop, hooks, events, when to checkpoint, outputs).
+
+What a checkpoint holds and its files: checkpointing.py. Stop signals: stopping.py routes
+them to `request_stop`. Device and precision: devices.py. Skipped samples: datasets/problems.py.
 
 Tasks (tasks/) implement the model-facing parts: create_model, forward_train, validate,
 export_model. Families (families/) pick builders. Custom trainers subclass a task trainer
@@ -15,13 +18,10 @@ the loop where they were captured.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -31,21 +31,16 @@ import torch
 from torch import nn
 
 from . import callbacks as cb
-from . import compat, settings
+from . import checkpointing, compat, settings, stopping
+from .checkpointing import atomic_save, file_digest
 from .config import TrainingConfig
-from .datasets.formats import SplitIndex, read_splits
+from .datasets.formats import read_splits
 from .datasets.batch_ring import RingLoader, ring_supported
 from .datasets.loading import EpochBatchSampler, make_loader, resolve_num_workers
+from .datasets.problems import SampleProblems
+from .devices import amp_dtype, describe_device, resolve_device
 from .errors import ConfigError, CvtrainError, DatasetError, TrainingDiverged
 from .events import EventEmitter
-from .stopping import pending_signal
-
-CHECKPOINT_FORMAT = "cvtrain-checkpoint"
-WEIGHTS_FORMAT = "cvtrain-weights"
-CHECKPOINT_VERSION = 1
-# Keys of run.json that must match between a checkpoint and the run resuming it: they
-# define the model, the classes, or what "step N of epoch E" means.
-RESUME_MUST_MATCH = ("task", "framework", "architecture", "batch_size", "max_batches_per_epoch", "seed", "image_size")
 
 
 def _data_wait(seconds: float | None, wall: float) -> dict[str, float]:
@@ -53,46 +48,6 @@ def _data_wait(seconds: float | None, wall: float) -> dict[str, float]:
     if seconds is None:
         return {}
     return {"data_wait_fraction": min(1.0, max(0.0, seconds / max(1e-9, wall)))}
-
-
-def file_digest(path: str) -> tuple[int, str]:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return os.path.getsize(path), h.hexdigest()
-
-
-def atomic_save(obj: Any, path: str) -> None:
-    """torch.save to a temp file in the same folder, fsync, then rename over `path`, so
-    a crash or SIGKILL leaves either the old file or the new one, never half of one."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def atomic_link(src: str, dst: str) -> None:
-    """Make `dst` a second name of `src` (same bytes, no second write), atomically."""
-    tmp = f"{dst}.tmp.{os.getpid()}"
-    try:
-        try:
-            os.link(src, tmp)
-        except OSError:
-            import shutil
-
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 @dataclass
@@ -145,8 +100,7 @@ class BaseTrainer:
         self.best_metric: float | None = None
         self.best_epoch: int | None = None
         self.epochs_without_improvement = 0
-        self.bad_samples: dict[str, dict[int, str]] = {"train": {}, "val": {}}
-        self._reported_bad = {"train": 0, "val": 0}
+        self.problems = SampleProblems(self.events, config.max_corrupt_fraction)
         self.val_details: dict[str, Any] = {}
         self.last_metrics: dict[str, float] = {}
         self._resume_state: dict[str, Any] | None = None
@@ -200,66 +154,13 @@ class BaseTrainer:
         train, val = read_splits(cfg.dataset.path, cfg.dataset.format, cfg.dataset.train_split, cfg.dataset.val_split)
         self.class_names = list(train.class_names)
         for name, index in (("train", train), ("val", val)):
-            self._report_index(name, index)
+            self.problems.report_index(name, index)
         if not train.samples:
             raise DatasetError(f"split '{cfg.dataset.train_split}' has no usable samples in {cfg.dataset.path}")
         if not val.samples:
             raise DatasetError(f"split '{cfg.dataset.val_split}' has no usable samples in {cfg.dataset.path}")
         self.train_dataset = self.make_dataset(train.samples, train=True)
         self.val_dataset = self.make_dataset(val.samples, train=False)
-
-    def _report_index(self, split: str, index: SplitIndex) -> None:
-        if not index.problems:
-            return
-        shown = "; ".join(
-            f"{p.path}{':' + str(p.line) if p.line else ''}: {p.message}" for p in index.problems[:3]
-        )
-        more = f" (and {len(index.problems) - 3} more)" if len(index.problems) > 3 else ""
-        if index.dropped:
-            self.events.emit(
-                "warning",
-                code="skipped_labels",
-                message=f"{split}: skipped {index.dropped} of {index.total} images with bad labels: {shown}{more}",
-                count=index.dropped,
-            )
-        else:
-            self.events.emit(
-                "warning",
-                code="dataset_problems",
-                message=f"{split}: {len(index.problems)} problems: {shown}{more}",
-                count=len(index.problems),
-            )
-        if index.total and index.dropped / index.total > self.cfg.max_corrupt_fraction:
-            raise DatasetError(
-                f"{split}: {index.dropped} of {index.total} images have bad labels, more than "
-                f"max_corrupt_fraction={self.cfg.max_corrupt_fraction}: {shown}{more}"
-            )
-
-    def _record_bad(self, split: str, bad: list[tuple[int, str, str]]) -> None:
-        table = self.bad_samples[split]
-        for index, path, message in bad:
-            if index not in table:
-                table[index] = f"{path}: {message}"
-                print(f"cvtrain: skipping corrupt image {path}: {message}", file=sys.stderr)
-        dataset = self.train_dataset if split == "train" else self.val_dataset
-        if len(table) / max(1, len(dataset)) > self.cfg.max_corrupt_fraction:
-            self._report_bad(split)
-            raise DatasetError(
-                f"{split}: {len(table)} of {len(dataset)} images do not decode, more than "
-                f"max_corrupt_fraction={self.cfg.max_corrupt_fraction}; first: {next(iter(table.values()))}"
-            )
-
-    def _report_bad(self, split: str) -> None:
-        table = self.bad_samples[split]
-        if len(table) > self._reported_bad[split]:
-            self._reported_bad[split] = len(table)
-            first = list(table.values())[:3]
-            self.events.emit(
-                "warning",
-                code="corrupt_images",
-                message=f"{split}: skipped {len(table)} images that do not decode: " + "; ".join(first),
-                count=len(table),
-            )
 
     def _build_loaders(self) -> None:
         cfg = self.cfg
@@ -304,7 +205,7 @@ class BaseTrainer:
                 self._val_interrupted = True
                 return
             if batch["bad"]:
-                self._record_bad("val", batch["bad"])
+                self.problems.record("val", batch["bad"], len(self.val_dataset))
             if not batch["size"]:
                 continue
             self.run_callbacks("on_val_batch_start")
@@ -325,29 +226,15 @@ class BaseTrainer:
 
     def _setup_device(self) -> None:
         self.device = resolve_device(self.cfg.device)
-        amp = self.cfg.amp
-        dtype = None
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
             compat.configure_cuda_backend()
-            if amp == "auto":
-                dtype = torch.bfloat16 if compat.bf16_supported() else torch.float16
-            elif amp == "bf16":
-                if compat.bf16_supported():
-                    dtype = torch.bfloat16
-                else:
-                    self.events.emit("warning", code="amp_fallback", message="bf16 is not supported on this GPU; using fp16 with a grad scaler", count=1)
-                    dtype = torch.float16
-            elif amp == "fp16":
-                dtype = torch.float16
-        else:
-            if amp == "bf16":
-                dtype = torch.bfloat16
-            elif amp == "fp16":
-                self.events.emit("warning", code="amp_unsupported", message="fp16 autocast needs CUDA; training in float32 on CPU", count=1)
-        self.amp_dtype = dtype
+        self.amp_dtype = amp_dtype(self.device, self.cfg.amp, self._warn)
         cl = self.cfg.channels_last
         self.channels_last = self.auto_channels_last() if cl == "auto" else bool(cl)
+
+    def _warn(self, code: str, message: str) -> None:
+        self.events.emit("warning", code=code, message=message, count=1)
 
     def auto_channels_last(self) -> bool:
         """`channels_last: auto`: where NHWC is measured to be faster (convolution-heavy models
@@ -468,7 +355,7 @@ class BaseTrainer:
             if self.stop_requested:
                 return
             if batch["bad"]:
-                self._record_bad("train", batch["bad"])
+                self.problems.record("train", batch["bad"], len(self.train_dataset))
             if batch["size"]:
                 self.run_callbacks("on_train_batch_start")
                 self.train_step(batch)
@@ -491,37 +378,7 @@ class BaseTrainer:
     # ------------------------------------------------------------ checkpoints
 
     def checkpoint_state(self, epoch: int, step: int) -> dict[str, Any]:
-        acc = self._acc
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "torch_version": str(torch.__version__),
-            "config": self.cfg.to_dict(),
-            "task": self.task,
-            "class_names": list(self.class_names),
-            "image_size": self.image_size,
-            "model": compat.unwrap_model(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "epoch": epoch,
-            "step": step,
-            "global_step": self.global_step,
-            "steps_per_epoch": self.steps_per_epoch,
-            "rng": compat.rng_state(),
-            "epoch_acc": {
-                "loss": acc["loss"].cpu(),
-                "parts": {k: v.cpu() for k, v in acc["parts"].items()},
-                "steps": acc["steps"],
-                "images": acc["images"],
-            },
-            "history": self.history,
-            "best_metric": self.best_metric,
-            "best_epoch": self.best_epoch,
-            "epochs_without_improvement": self.epochs_without_improvement,
-            "bad_samples": {k: dict(v) for k, v in self.bad_samples.items()},
-            "extra": self.extra_state(),
-        }
+        return checkpointing.capture(self, epoch, step)
 
     def extra_state(self) -> dict[str, Any]:
         """Family state a checkpoint carries beyond the model, optimizer, scheduler and RNGs
@@ -543,79 +400,24 @@ class BaseTrainer:
         the bytes are written once, other names are hard links. Returns kind -> path."""
         state = self.checkpoint_state(epoch, step)
         paths: dict[str, str] = {}
-        first: str | None = None
-        for kind in kinds:
-            path = self.checkpoint_path(kind, epoch)
+        for kind, path, size, digest in checkpointing.write(state, [(k, self.checkpoint_path(k, epoch)) for k in kinds]):
             if kind in ("last", "stop"):
                 self._last_saved_position = (epoch, step)
-            if first is None:
-                atomic_save(state, path)
-                first = path
-                size, digest = file_digest(path)
-            else:
-                atomic_link(first, path)
             paths[kind] = path
             self.run_callbacks("on_model_save")
             self.events.emit("checkpoint", epoch=epoch, step=step, path=path, kind=kind, size_bytes=size, sha256=digest)
         return paths
 
     def checkpoint_path(self, kind: str, epoch: int) -> str:
-        name = {"last": "last.pt", "stop": "last.pt", "best": "best.pt"}.get(kind, f"epoch_{epoch:04d}.pt")
-        return os.path.join(self.cfg.checkpoint_dir, name)
+        return checkpointing.checkpoint_path(self.cfg.checkpoint_dir, kind, epoch)
 
     def _load_resume(self) -> str | None:
-        cfg = self.cfg
-        path = cfg.resume_from
-        if not path:
+        path = checkpointing.resume_path(self.cfg)
+        if path is None:
             return None
-        if path == "last":
-            path = os.path.join(cfg.checkpoint_dir, "last.pt")
-            if not os.path.isfile(path):
-                print(f"cvtrain: resume_from 'last': no {path} yet, starting fresh", file=sys.stderr)
-                return None
-        try:
-            ckpt = compat.load(path)
-        except Exception as exc:
-            raise ConfigError("resume_from", f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
-        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ConfigError("resume_from", f"{path} is not a cvtrain checkpoint")
-        if ckpt.get("version") != CHECKPOINT_VERSION:
-            raise ConfigError("resume_from", f"{path} has checkpoint version {ckpt.get('version')}, expected {CHECKPOINT_VERSION}")
-        saved = ckpt["config"]
-        mine = cfg.to_dict()
-        for key in RESUME_MUST_MATCH:
-            if saved.get(key) != mine.get(key):
-                raise ConfigError("resume_from", f"checkpoint was trained with {key}={saved.get(key)!r}, this run has {mine.get(key)!r}")
-        if list(ckpt["class_names"]) != list(self.class_names):
-            raise ConfigError("resume_from", f"checkpoint classes {ckpt['class_names']} differ from the dataset's {self.class_names}")
-        if ckpt["steps_per_epoch"] != self.steps_per_epoch:
-            raise ConfigError(
-                "resume_from",
-                f"checkpoint had {ckpt['steps_per_epoch']} steps per epoch, this dataset gives {self.steps_per_epoch}",
-            )
-        compat.unwrap_model(self.model).load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt.get("scaler") and self.scaler.is_enabled():
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.load_extra_state(ckpt.get("extra") or {})
-        self.epoch, self.step = ckpt["epoch"], ckpt["step"]
-        self.global_step = ckpt["global_step"]
-        acc = ckpt["epoch_acc"]
-        self._acc = {
-            "loss": acc["loss"].to(self.device),
-            "parts": {k: v.to(self.device) for k, v in acc["parts"].items()},
-            "steps": acc["steps"],
-            "images": acc["images"],
-        }
-        self.history = list(ckpt["history"])
-        self.best_metric, self.best_epoch = ckpt["best_metric"], ckpt["best_epoch"]
-        self.epochs_without_improvement = ckpt["epochs_without_improvement"]
-        self.bad_samples = {k: {int(i): m for i, m in v.items()} for k, v in ckpt["bad_samples"].items()}
-        self._reported_bad = {k: len(v) for k, v in self.bad_samples.items()}
-        if self.history:
-            self.last_metrics = dict(self.history[-1]["metrics"])
-        self._resume_state = ckpt["rng"]
+        ckpt = checkpointing.read(path)
+        checkpointing.verify_resumable(ckpt, self.cfg, self.class_names, self.steps_per_epoch)
+        checkpointing.restore(self, ckpt)
         return os.path.abspath(path)
 
     # ------------------------------------------------------------ model setup
@@ -632,22 +434,12 @@ class BaseTrainer:
             if compat.can_compile():
                 self.model = torch.compile(model)
             else:
-                self.events.emit("warning", code="compile_unavailable", message=f"torch {torch.__version__} has no torch.compile; running eagerly", count=1)
+                self._warn("compile_unavailable", f"torch {torch.__version__} has no torch.compile; running eagerly")
 
     def _load_pretrained(self, model: nn.Module, path: str) -> None:
         from .families.torchvision_models import load_pretrained
 
-        try:
-            obj = compat.load(path)
-        except Exception as exc:
-            raise ConfigError("pretrained_weights", f"cannot read {path}: {type(exc).__name__}: {exc}") from None
-        if isinstance(obj, dict) and obj.get("format") in (CHECKPOINT_FORMAT, WEIGHTS_FORMAT):
-            obj = obj["model"]
-        elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-            obj = obj["state_dict"]
-        if not isinstance(obj, dict):
-            raise ConfigError("pretrained_weights", f"{path} holds no state dict")
-        loaded, skipped = load_pretrained(model, obj)
+        loaded, skipped = load_pretrained(model, checkpointing.pretrained_state_dict(path))
         if not loaded:
             raise ConfigError("pretrained_weights", f"no tensor in {path} matches {self.cfg.architecture}")
         if skipped:
@@ -660,32 +452,18 @@ class BaseTrainer:
 
     # ------------------------------------------------------------ the run
 
-    def _install_signal_handlers(self) -> None:
-        self._old_handlers: dict[int, Any] = {}
-        if threading.current_thread() is not threading.main_thread():
-            return
-
-        def handler(signum: int, _frame: Any) -> None:
-            if self.stop_requested is None:
-                self.stop_requested = signal.Signals(signum).name
-                print(f"cvtrain: {self.stop_requested} received; finishing the step, then checkpointing", file=sys.stderr, flush=True)
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._old_handlers[sig] = signal.getsignal(sig)
-            signal.signal(sig, handler)
-        early = pending_signal()
-        if early and self.stop_requested is None:
-            self.stop_requested = early
-            print(f"cvtrain: {early} received during start-up; stopping at the first step boundary", file=sys.stderr, flush=True)
-
-    def _restore_signal_handlers(self) -> None:
-        for sig, old in self._old_handlers.items():
-            signal.signal(sig, old)
+    def request_stop(self, reason: str) -> bool:
+        """Stop at the next step boundary with a resumable checkpoint (stopping.py routes
+        SIGTERM/SIGINT here). The first request wins; returns whether this one was it."""
+        if self.stop_requested is not None:
+            return False
+        self.stop_requested = reason
+        return True
 
     def fit(self) -> RunResult:
         """Train, validate, checkpoint and export; never raises for run failures (they
         become a `failed` event and a non-zero exit code in the result)."""
-        self._install_signal_handlers()
+        restore_signals = stopping.route_stop_signals(self.request_stop)
         try:
             return self._fit()
         except _Stop:
@@ -697,18 +475,21 @@ class BaseTrainer:
             self._emit_failed(exc)
             return RunResult("failed", settings.EXIT_FAILED, error=exc)
         finally:
-            self._restore_signal_handlers()
-            try:
-                self.run_callbacks("on_teardown")
-            finally:
-                self._train_iter = None  # holds the training loader's workers
-                for loader in ("train_loader", "val_loader"):
-                    # Ends persistent workers now rather than at interpreter exit.
-                    if hasattr(self, loader):
-                        close = getattr(getattr(self, loader), "close", None)
-                        if close is not None:
-                            close()
-                        delattr(self, loader)
+            restore_signals()
+            self._teardown()
+
+    def _teardown(self) -> None:
+        try:
+            self.run_callbacks("on_teardown")
+        finally:
+            self._train_iter = None  # holds the training loader's workers
+            for loader in ("train_loader", "val_loader"):
+                # Ends persistent workers now rather than at interpreter exit.
+                if hasattr(self, loader):
+                    close = getattr(getattr(self, loader), "close", None)
+                    if close is not None:
+                        close()
+                    delattr(self, loader)
 
     def _emit_failed(self, exc: BaseException) -> None:
         tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
@@ -737,10 +518,57 @@ class BaseTrainer:
         return self._load_resume()
 
     def _fit(self) -> RunResult:
-        cfg = self.cfg
+        """Set up, train epoch after epoch until the last or early stopping, then write the
+        outputs. A stop request unwinds from wherever it is seen through `_stop`."""
         self.run_callbacks("on_pretrain_routine_start")
         resumed_from = self.setup()
         self.run_callbacks("on_pretrain_routine_end")
+        self._emit_started(resumed_from)
+        if self._resume_state is not None:
+            # Restored last, where the original run captured it: nothing between here and
+            # the next batch draws from the global generators.
+            compat.set_rng_state(self._resume_state)
+        self.run_callbacks("on_train_start")
+        self._last_progress = time.monotonic()
+        self._new_window()
+        early_stopped = False
+        start_epoch, start_step = self.epoch, self.step
+        for epoch in range(start_epoch, self.cfg.epochs):
+            early_stopped = self._run_epoch(epoch, start_step if epoch == start_epoch else 0)
+            if early_stopped:
+                break
+        return self._finish(early_stopped)
+
+    def _run_epoch(self, epoch: int, first: int) -> bool:
+        """Epoch index `epoch` (0-based) from batch `first`: train, validate, record,
+        checkpoint. True when early stopping ends the run."""
+        self.epoch = epoch
+        self.step = first
+        if first == 0:
+            self._acc = self._new_acc()
+        t0 = time.monotonic()
+        self._epoch_data_wait = None
+        images_before = self._acc["images"]
+        self.run_callbacks("on_train_epoch_start")
+        self.train_epoch(epoch, first)
+        if self.device.type == "cuda":
+            # Steps are queued asynchronously; wait for them so the epoch's throughput
+            # counts finished work, not queued work.
+            torch.cuda.synchronize(self.device)
+        if self.stop_requested:
+            self._stop(epoch, self.step)
+        train_seconds = time.monotonic() - t0
+        self.run_callbacks("on_train_epoch_end")
+        metrics = self._run_validation()
+        if metrics is None:
+            self._stop(epoch, self.step)
+        early_stopped = self._end_epoch(epoch, metrics, t0, train_seconds, self._acc["images"] - images_before)
+        if self.stop_requested:
+            self._stop(epoch + 1, 0, already_saved=self._last_saved_position == (epoch + 1, 0))
+        return early_stopped
+
+    def _emit_started(self, resumed_from: str | None) -> None:
+        cfg = self.cfg
         self.events.emit(
             "started",
             total_epochs=cfg.epochs,
@@ -762,43 +590,6 @@ class BaseTrainer:
             amp=self.amp_name,
             num_workers=self.num_workers,
         )
-        if self._resume_state is not None:
-            # Restored last, where the original run captured it: nothing between here and
-            # the next batch draws from the global generators.
-            compat.set_rng_state(self._resume_state)
-        self.run_callbacks("on_train_start")
-        self._last_progress = time.monotonic()
-        self._new_window()
-        early_stopped = False
-        start_epoch, start_step = self.epoch, self.step
-        for epoch in range(start_epoch, cfg.epochs):
-            self.epoch = epoch
-            first = start_step if epoch == start_epoch else 0
-            self.step = first
-            if first == 0:
-                self._acc = self._new_acc()
-            t0 = time.monotonic()
-            self._epoch_data_wait = None
-            images_before = self._acc["images"]
-            self.run_callbacks("on_train_epoch_start")
-            self.train_epoch(epoch, first)
-            if self.device.type == "cuda":
-                # Steps are queued asynchronously; wait for them so the epoch's throughput
-                # counts finished work, not queued work.
-                torch.cuda.synchronize(self.device)
-            if self.stop_requested:
-                self._stop(epoch, self.step)
-            train_seconds = time.monotonic() - t0
-            self.run_callbacks("on_train_epoch_end")
-            metrics = self._run_validation()
-            if metrics is None:
-                self._stop(epoch, self.step)
-            early_stopped = self._end_epoch(epoch, metrics, t0, train_seconds, self._acc["images"] - images_before)
-            if self.stop_requested:
-                self._stop(epoch + 1, 0, already_saved=self._last_saved_position == (epoch + 1, 0))
-            if early_stopped:
-                break
-        return self._finish(early_stopped)
 
     def _run_validation(self) -> dict[str, float] | None:
         self.model.eval()
@@ -812,26 +603,17 @@ class BaseTrainer:
         return {k: float(v) for k, v in metrics.items() if v is not None}
 
     def _end_epoch(self, epoch: int, metrics: dict[str, float], t0: float, train_seconds: float, images: int) -> bool:
+        """Record epoch `epoch`'s results, emit `epoch`, save the checkpoints it calls for.
+        True when early stopping ends the run."""
         cfg = self.cfg
-        acc = self._acc
-        steps = max(1, acc["steps"])
-        train_loss = float(acc["loss"]) / steps
-        if not math.isfinite(train_loss):
-            raise TrainingDiverged(f"training loss is {train_loss} after epoch {epoch + 1}")
-        losses = {k: float(v) / steps for k, v in acc["parts"].items()}
+        train_loss, losses = self._epoch_losses(epoch)
         done = epoch + 1
-        value = metrics.get(self.main_metric)
-        is_best = value is not None and (self.best_metric is None or value > self.best_metric)
-        if is_best:
-            self.best_metric, self.best_epoch = value, done
-            self.epochs_without_improvement = 0
-        else:
-            self.epochs_without_improvement += 1
+        is_best = self._update_best(metrics.get(self.main_metric), done)
         record = {"epoch": done, "train_loss": train_loss, "losses": losses, "metrics": metrics}
         self.history.append(record)
         self.last_metrics = dict(metrics)
         for split in ("train", "val"):
-            self._report_bad(split)
+            self.problems.report(split)
         self.events.emit(
             "epoch",
             epoch=done,
@@ -847,6 +629,32 @@ class BaseTrainer:
         )
         self.run_callbacks("on_fit_epoch_end")
         early = bool(cfg.early_stopping_patience) and self.epochs_without_improvement >= cfg.early_stopping_patience
+        kinds = self._epoch_checkpoint_kinds(done, is_best, early)
+        if kinds:
+            self.save_checkpoint(kinds, done, 0)
+        return early
+
+    def _epoch_losses(self, epoch: int) -> tuple[float, dict[str, float]]:
+        """The epoch's mean loss and mean loss parts (one device sync)."""
+        acc = self._acc
+        steps = max(1, acc["steps"])
+        train_loss = float(acc["loss"]) / steps
+        if not math.isfinite(train_loss):
+            raise TrainingDiverged(f"training loss is {train_loss} after epoch {epoch + 1}")
+        return train_loss, {k: float(v) / steps for k, v in acc["parts"].items()}
+
+    def _update_best(self, value: float | None, done: int) -> bool:
+        """Best-so-far and the early-stopping count; True when epoch `done` is the new best."""
+        is_best = value is not None and (self.best_metric is None or value > self.best_metric)
+        if is_best:
+            self.best_metric, self.best_epoch = value, done
+            self.epochs_without_improvement = 0
+        else:
+            self.epochs_without_improvement += 1
+        return is_best
+
+    def _epoch_checkpoint_kinds(self, done: int, is_best: bool, early: bool) -> list[str]:
+        cfg = self.cfg
         kinds = []
         if done % cfg.checkpoint_every == 0 or done == cfg.epochs or early or self.stop_requested:
             kinds.append("last")
@@ -854,9 +662,7 @@ class BaseTrainer:
             kinds.append("best")
         if cfg.keep_periodic and done % cfg.checkpoint_every == 0:
             kinds.append("periodic")
-        if kinds:
-            self.save_checkpoint(kinds, done, 0)
-        return early
+        return kinds
 
     def _stop(self, epoch: int, step: int, already_saved: bool = False) -> None:
         """Checkpoint at (epochs done, step within the next epoch), emit `stopped`, unwind."""
@@ -868,6 +674,7 @@ class BaseTrainer:
         raise _Stop()
 
     def _finish(self, early_stopped: bool) -> RunResult:
+        """After the last epoch: the final checkpoint, metrics.json, weights, exports, `completed`."""
         cfg = self.cfg
         self.run_callbacks("on_train_end")
         os.makedirs(cfg.output_dir, exist_ok=True)
@@ -876,6 +683,26 @@ class BaseTrainer:
             # Every completed run leaves a resumable checkpoint of its final state.
             self.save_checkpoint(["last"], len(self.history), 0)
         self._artifact("checkpoint", last_path)
+        self._artifact("metrics", self._write_metrics())
+        self._artifact("weights", self._write_weights())
+        for fmt in cfg.export:
+            if self.stop_requested:
+                # Training is done; a resumed run only repeats the exports.
+                self._stop(len(self.history), 0, already_saved=True)
+            self._run_export(fmt)
+        self.events.emit(
+            "completed",
+            epochs=len(self.history),
+            best_epoch=self.best_epoch,
+            best_metric_name=self.main_metric,
+            best_metric=self.best_metric,
+            metrics=self.last_metrics,
+            early_stopped=early_stopped,
+        )
+        return RunResult("completed", settings.EXIT_OK, dict(self.last_metrics))
+
+    def _write_metrics(self) -> str:
+        cfg = self.cfg
         metrics_path = os.path.join(cfg.output_dir, "metrics.json")
         with open(metrics_path + ".tmp", "w", encoding="utf-8") as fh:
             json.dump(
@@ -890,39 +717,26 @@ class BaseTrainer:
                     "final": self.last_metrics,
                     "details": self.val_details,
                     "history": self.history,
-                    "corrupt_images": {k: sorted(v.values()) for k, v in self.bad_samples.items()},
+                    "corrupt_images": {k: sorted(v.values()) for k, v in self.problems.bad.items()},
                 },
                 fh,
                 indent=1,
             )
         os.replace(metrics_path + ".tmp", metrics_path)
-        self._artifact("metrics", metrics_path)
-        weights_path = self._write_weights()
-        self._artifact("weights", weights_path)
-        for fmt in cfg.export:
-            if self.stop_requested:
-                # Training is done; a resumed run only repeats the exports.
-                self._stop(len(self.history), 0, already_saved=True)
-            self.run_callbacks("on_export_start")
-            out = os.path.join(cfg.output_dir, "export", f"model.{fmt}")
-            try:
-                extra = self.export_model(fmt, out)
-            except Exception as exc:
-                traceback.print_exc()
-                self.events.emit("warning", code="export_failed", message=f"{fmt} export failed: {type(exc).__name__}: {exc}", count=1)
-            else:
-                self._artifact(fmt, out, **extra)
-            self.run_callbacks("on_export_end")
-        self.events.emit(
-            "completed",
-            epochs=len(self.history),
-            best_epoch=self.best_epoch,
-            best_metric_name=self.main_metric,
-            best_metric=self.best_metric,
-            metrics=self.last_metrics,
-            early_stopped=early_stopped,
-        )
-        return RunResult("completed", settings.EXIT_OK, dict(self.last_metrics))
+        return metrics_path
+
+    def _run_export(self, fmt: str) -> None:
+        """One export with its hooks; a failed export is a warning, not a failed run."""
+        self.run_callbacks("on_export_start")
+        out = os.path.join(self.cfg.output_dir, "export", f"model.{fmt}")
+        try:
+            extra = self.export_model(fmt, out)
+        except Exception as exc:
+            traceback.print_exc()
+            self._warn("export_failed", f"{fmt} export failed: {type(exc).__name__}: {exc}")
+        else:
+            self._artifact(fmt, out, **extra)
+        self.run_callbacks("on_export_end")
 
     def _write_weights(self) -> str:
         """weights/best.pt: the best epoch's model only (what export and inference use)."""
@@ -934,17 +748,7 @@ class BaseTrainer:
         return path
 
     def weights_state(self, state: dict[str, torch.Tensor]) -> dict[str, Any]:
-        return {
-            "format": WEIGHTS_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "config": self.cfg.to_dict(),
-            "task": self.task,
-            "class_names": list(self.class_names),
-            "image_size": self.image_size,
-            "epoch": self.best_epoch,
-            "metric": {self.main_metric: self.best_metric},
-            "model": state,
-        }
+        return checkpointing.weights(self, state)
 
     def _artifact(self, kind: str, path: str, **extra: Any) -> None:
         size, digest = file_digest(path)
@@ -961,21 +765,3 @@ class BaseTrainer:
         self.model.load_state_dict(state["model"])
         self.model.eval()
 
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    if spec == "cpu":
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ConfigError("device", f"{spec} requested but CUDA is not available (torch {torch.__version__})")
-    dev = torch.device("cuda:0" if spec == "cuda" else spec)
-    if dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError("device", f"{spec} requested but only {torch.cuda.device_count()} GPU(s) are visible")
-    return dev
-
-
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return "cpu"
