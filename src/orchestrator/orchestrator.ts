@@ -1,15 +1,21 @@
 // Decides where a session runs and hands it to a provider: profile (given, the organization's
 // default, or the implicit platform one) -> candidates by strategy -> checks -> submit, recording
-// every attempt on the session. Also queues sessions again (resume after a lost node, a give-back
-// or a retry) and cancels them.
+// every attempt on the session. Also hands requeued sessions (resume after a lost node, a give-back
+// or a retry; training/lifecycle.ts requeue) to their provider again, and cancels them.
 import type { Sql, SqlQuery } from '../db/sql.js';
 import { ConflictError, LimitExceededError, NotFoundError } from '../lib/errors.js';
 import { createLogger, errorFields } from '../lib/log.js';
 import type { Provider } from '../modules/compute/entity.js';
-import type { SessionAttempt, SessionStatus } from '../modules/training/entity.js';
+import type { SessionAttempt } from '../modules/training/entity.js';
 import { insertSession, transition, type NewSession } from '../modules/training/lifecycle.js';
 import type { StoredTrainingConfig } from '../modules/training/config.js';
-import { SESSION_COLUMNS, sessionFromRow, type SessionRow, type TrainingSessionRecord } from '../modules/training/records.js';
+import type { TrainingSessionRecord } from '../modules/training/records.js';
+import {
+  countActiveOnProfile,
+  moveQueuedToCandidate,
+  setExternalJobId,
+  setFirstExternalJobId,
+} from '../modules/training/repository.js';
 import type { ProviderRegistry } from '../providers/registry.js';
 import type { ProfileForAdapter } from '../providers/types.js';
 import type { DatasetRef, JobPayload } from '../../protocol/index.js';
@@ -114,16 +120,13 @@ export class Orchestrator {
     const creds = await adapter.checkCredentials(profile);
     if (!creds.ok) return { profile, viable: false, limited: false, reason: creds.reason };
     if (profile.id && profile.maxConcurrentJobs != null) {
-      const [row] = await this.sql.query<{ n: string }>(
-        `select count(*) as n from training_sessions where compute_profile_id = ? and status in ('QUEUED', 'RUNNING', 'PREEMPTED')`,
-        [profile.id],
-      );
-      if (Number(row.n) >= profile.maxConcurrentJobs) {
+      const active = await countActiveOnProfile(this.sql, profile.id);
+      if (active >= profile.maxConcurrentJobs) {
         return {
           profile,
           viable: false,
           limited: true,
-          reason: `${profile.name}: ${row.n} of ${profile.maxConcurrentJobs} concurrent jobs already running or queued`,
+          reason: `${profile.name}: ${active} of ${profile.maxConcurrentJobs} concurrent jobs already running or queued`,
         };
       }
     }
@@ -177,12 +180,12 @@ export class Orchestrator {
       const write = async (tx: SqlQuery) => {
         if (placed) {
           // Already QUEUED for an earlier candidate whose submission failed: move it to this one.
-          const [row] = await tx.query<SessionRow>(
-            `update training_sessions set provider = ?, compute_profile_id = ?, external_job_id = ?, attempts = ?, updated_at = now()
-             where id = ? and status = 'QUEUED' returning ${SESSION_COLUMNS}`,
-            [c.profile.provider, c.profile.id, predictedJobId, JSON.stringify(queuedAttempts), session.id],
-          );
-          return row ? sessionFromRow(row) : null;
+          return moveQueuedToCandidate(tx, session.id, {
+            provider: c.profile.provider,
+            computeProfileId: c.profile.id,
+            externalJobId: predictedJobId,
+            attempts: queuedAttempts,
+          });
         }
         return insertSession(tx, session, 'QUEUED', fields);
       };
@@ -191,11 +194,7 @@ export class Orchestrator {
         ? await this.sql.transaction(async (tx) => {
             // Re-check the concurrency limit under a per-profile lock: two requests must not both take the last slot.
             await tx.query('select pg_advisory_xact_lock(hashtext(?))', [`profile:${c.profile.id}`]);
-            const [n] = await tx.query<{ n: string }>(
-              `select count(*) as n from training_sessions where compute_profile_id = ? and status in ('QUEUED', 'RUNNING', 'PREEMPTED')`,
-              [c.profile.id],
-            );
-            return Number(n.n) >= c.profile.maxConcurrentJobs! ? null : write(tx);
+            return (await countActiveOnProfile(tx, c.profile.id!)) >= c.profile.maxConcurrentJobs! ? null : write(tx);
           })
         : await write(this.sql);
       if (!row) {
@@ -206,11 +205,8 @@ export class Orchestrator {
       try {
         const { externalJobId } = await adapter.submit(c.profile, payload);
         if (externalJobId !== predictedJobId) {
-          const [updated] = await this.sql.query<SessionRow>(
-            `update training_sessions set external_job_id = ?, updated_at = now() where id = ? and attempt = 1 returning ${SESSION_COLUMNS}`,
-            [externalJobId, session.id],
-          );
-          if (updated) placed = sessionFromRow(updated);
+          const updated = await setFirstExternalJobId(this.sql, session.id, externalJobId);
+          if (updated) placed = updated;
         }
         this.publisher.sessionChanged(placed);
         return placed;
@@ -230,41 +226,6 @@ export class Orchestrator {
     return failed;
   }
 
-  /**
-   * Runs a session again on a new attempt (resume from its last checkpoint): after a node was
-   * lost, a node gave the job back, or a crashed trainer has retries left. Call inside the
-   * transaction that decided it; `submitQueued` does the provider call after commit.
-   */
-  async requeueInTx(
-    tx: SqlQuery,
-    session: TrainingSessionRecord,
-    reason: string,
-    opts: { countRetry?: boolean; checkpointKey?: string | null } = {},
-  ): Promise<TrainingSessionRecord | null> {
-    const status: SessionStatus = session.status;
-    if (status === 'RUNNING') {
-      const pre = await transition(tx, session.id, 'PREEMPTED', { attempt: session.attempt, from: ['RUNNING'] });
-      if (!pre) return null;
-    } else if (status !== 'PREEMPTED') {
-      return null;
-    }
-    const attempts: SessionAttempt[] = [
-      ...session.attempts,
-      { provider: session.provider ?? 'PLATFORM', profileId: session.computeProfileId, reason, at: new Date().toISOString(), ok: true },
-    ];
-    return transition(tx, session.id, 'QUEUED', {
-      from: ['PREEMPTED'],
-      set: {
-        attempt: session.attempt + 1,
-        retriesUsed: session.retriesUsed + (opts.countRetry ? 1 : 0),
-        lastEventSeq: 0,
-        nodeId: null,
-        lastCheckpointKey: opts.checkpointKey ?? session.lastCheckpointKey,
-        attempts,
-      },
-    });
-  }
-
   /** Hands a QUEUED session's current attempt to its provider (after the transaction committed). */
   async submitQueued(session: TrainingSessionRecord): Promise<void> {
     const profile = await this.resolveProfile(session.organizationId, session.computeProfileId).catch(() => IMPLICIT_PLATFORM);
@@ -272,11 +233,7 @@ export class Orchestrator {
     try {
       const payload = this.payload(session, await this.datasetFor(session.datasetVersionId), adapterProfile, session.lastCheckpointKey);
       const { externalJobId } = await this.providers.get(session.provider ?? 'PLATFORM').submit(adapterProfile, payload);
-      await this.sql.query('update training_sessions set external_job_id = ? where id = ? and attempt = ?', [
-        externalJobId,
-        session.id,
-        session.attempt,
-      ]);
+      await setExternalJobId(this.sql, session.id, session.attempt, externalJobId);
       this.publisher.sessionChanged({ ...session, externalJobId });
     } catch (err) {
       log.error('could not queue the session again', { sessionId: session.id, ...errorFields(err) });

@@ -14,12 +14,11 @@ import { normalizeTrainingConfig, type StoredTrainingConfig } from './config.js'
 import {
   Artifact,
   TrainingSession,
-  type ArtifactKind,
   type ITrainingSession,
   type SessionAttempt,
   type SessionStatus,
 } from './entity.js';
-import { TERMINAL_STATUSES, transition } from './lifecycle.js';
+import { requeue, TERMINAL_STATUSES, transition } from './lifecycle.js';
 import { datasetForJob, Orchestrator } from '../../orchestrator/orchestrator.js';
 import { resolveOrgStorage } from '../storage/service.js';
 import {
@@ -29,10 +28,12 @@ import {
   sessionJsonColumns,
   sessionsFromJson,
   sessionRecord,
+  type ArtifactRecord,
+  type EpochMetricRecord,
   type SessionRow,
   type TrainingSessionRecord,
 } from './records.js';
-export type { TrainingSessionRecord } from './records.js';
+export type { ArtifactRecord, EpochMetricRecord, TrainingSessionRecord } from './records.js';
 import type { Provider } from '../compute/entity.js';
 import { Loader } from '../../lib/loader.js';
 import { sessionSelection, type SessionSelection } from './selection.js';
@@ -80,24 +81,6 @@ function recordsFor(sel: SessionSelection) {
   let fn = converters.get(sel);
   if (!fn) converters.set(sel, (fn = sessionsFromJson(sel.columns)));
   return fn;
-}
-
-export interface EpochMetricRecord {
-  id: string;
-  sessionId: string;
-  epoch: number;
-  metrics: Record<string, unknown>;
-  createdAt: Date;
-}
-
-export interface ArtifactRecord {
-  id: string;
-  sessionId: string | null;
-  kind: ArtifactKind;
-  storageKey: string;
-  sizeBytes: number;
-  sha256: string;
-  createdAt: Date;
 }
 
 const trainInput = z.object({
@@ -426,7 +409,7 @@ export class TrainingService {
         });
         return pre;
       }
-      return orchestrator.requeueInTx(tx, session, 'resumed by a user');
+      return requeue(tx, session, 'resumed by a user');
     });
     if (!requeued) throw new ConflictError('The session changed meanwhile; look at it again');
     await orchestrator.submitQueued(requeued);
