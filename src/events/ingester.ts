@@ -6,7 +6,7 @@ import type { Redis } from 'ioredis';
 import type { Sql } from '../db/sql.js';
 import { createLogger, errorFields } from '../lib/log.js';
 import { applyEnvelope, type Effects } from '../modules/training/events.js';
-import type { Orchestrator } from '../orchestrator/orchestrator.js';
+import type { Orchestrator } from '../orchestrator/index.js';
 import { createRedis } from '../redis.js';
 import { check, type AnyEnvelope as Envelope, type RedisNames } from '../../protocol/index.js';
 import type { Publisher } from './publisher.js';

@@ -19,7 +19,7 @@ import {
   type SessionStatus,
 } from './entity.js';
 import { requeue, TERMINAL_STATUSES, transition } from './lifecycle.js';
-import { datasetForJob, Orchestrator } from '../../orchestrator/orchestrator.js';
+import { datasetForJob } from '../../orchestrator/index.js';
 import { resolveOrgStorage } from '../storage/service.js';
 import {
   SESSION_COLUMNS,
@@ -282,7 +282,11 @@ export class TrainingService {
     return { url: signed.url, expiresAt: signed.expiresAt };
   }
 
-  /** trainModel: validates everything, then records a PENDING session. Running it is the orchestrator's. */
+  /**
+   * trainModel: validates everything, then asks the orchestrator where the session runs; it
+   * records the session QUEUED on the chosen compute (or FAILED when every submission failed),
+   * or refuses with a typed error and stores nothing.
+   */
   async create(modelId: string, input: unknown): Promise<TrainingSessionRecord> {
     const me = await this.ctx.requireRole('MEMBER', 'Starting training');
     const data = parseInput(trainInput, input);
@@ -326,14 +330,10 @@ export class TrainingService {
       );
     }
     const config = normalizeTrainingConfig(data.config, model);
-    // Where it would run is decided before anything is stored: when no candidate can take the
-    // session (limits, no capacity, provider unavailable) the caller gets a typed error and no row.
-    const orchestrator = this.ctx.app.orchestrator;
-    const profile = await orchestrator.resolveProfile(me.orgId, data.computeProfileId ?? null);
-    const candidates = await orchestrator.plan(me.orgId, profile);
-    Orchestrator.assertSomeViable(candidates);
-    return orchestrator.place(
-      {
+    // When no candidate can take the session (limits, no capacity, provider unavailable) the
+    // caller gets a typed error and no row.
+    const placement = await this.ctx.app.orchestrator.place({
+      session: {
         id: randomUUID(),
         organizationId: me.orgId,
         createdById: me.userId,
@@ -343,8 +343,10 @@ export class TrainingService {
         storageProfileId: version.storage_profile_id,
         dataset: datasetForJob(version),
       },
-      candidates,
-    );
+      computeProfileId: data.computeProfileId ?? null,
+    });
+    if (!placement.ok) throw placement.refusal;
+    return placement.session;
   }
 
   /**
