@@ -4,8 +4,9 @@
 // Each statement is the one its caller ran before it moved here: the hot paths (ingest, heartbeat,
 // reaper) keep their shapes and their prepared-statement text.
 import { randomUUID } from 'node:crypto';
+import type { EntityManager } from '@mikro-orm/postgresql';
 import type { SqlQuery } from '../../db/sql.js';
-import type { ArtifactKind, SessionAttempt } from './entity.js';
+import { TrainingSession, type ArtifactKind, type SessionAttempt } from './entity.js';
 import {
   SESSION_COLUMNS,
   sessionFromRow,
@@ -208,6 +209,14 @@ export async function countActiveOnProfile(q: SqlQuery, profileId: string): Prom
     [profileId],
   );
   return Number(row.n);
+}
+
+// Sessions that have not finished: a compute profile they use cannot be deleted.
+const UNFINISHED_STATUSES = ['PENDING', 'QUEUED', 'RUNNING', 'PREEMPTED', 'PAUSED_BUDGET'] as const;
+
+/** Unfinished sessions of a compute profile, through the request's entity manager (its organization filter applies). */
+export async function countUnfinishedOnProfile(em: EntityManager, computeProfileId: string): Promise<number> {
+  return em.count(TrainingSession, { computeProfile: computeProfileId, status: { $in: [...UNFINISHED_STATUSES] } });
 }
 
 /** Sessions that keep files in a storage profile (it cannot be deleted while any do). */
