@@ -89,6 +89,16 @@ module.exports = {
       to: { path: '^src/graphql/' },
     },
     {
+      name: 'orchestrator-through-its-index',
+      severity: 'error',
+      comment:
+        'The orchestrator answers through src/orchestrator/index.ts (place a session, submit a ' +
+        'requeued one, cancel): its profiles, candidates, checks and payloads are internals that ' +
+        'strategies, estimates and budgets will reshape, so nothing outside the folder may lean on them.',
+      from: { path: '^(src|test|bench|scripts)/', pathNot: '^src/orchestrator/' },
+      to: { path: '^src/orchestrator/', pathNot: '^src/orchestrator/index\\.ts$' },
+    },
+    {
       name: 'not-to-unresolvable',
       severity: 'error',
       comment:

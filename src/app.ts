@@ -7,7 +7,7 @@ import { SecretBox } from './lib/secret-box.js';
 import { StorageRegistry } from './storage/index.js';
 import { createPublisher, type Publisher } from './events/publisher.js';
 import { createTopics, type Topics } from './events/topics.js';
-import { Orchestrator } from './orchestrator/orchestrator.js';
+import { Orchestrator } from './orchestrator/index.js';
 import { PlatformProvider } from './providers/platform.js';
 import { ProviderRegistry } from './providers/registry.js';
 import { createRedis } from './redis.js';

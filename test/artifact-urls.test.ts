@@ -5,7 +5,7 @@
 // Artifacts come from training. Without running a trainer, this file does what a gpu-node does for
 // one: it claims the session and asks for an upload link through the node HTTP API, PUTs the file
 // there, and writes the trainer's `artifact` event to the Redis events stream, from which the
-// API's own event ingester (workers: true) records the artifact row (src/events/apply.ts upsertArtifact).
+// API's own event ingester (workers: true) records the artifact row (src/modules/training/repository.ts upsertArtifact).
 import { createHash, randomBytes } from 'node:crypto';
 import { decodeGlobalID } from '@pothos/plugin-relay';
 import { Redis } from 'ioredis';

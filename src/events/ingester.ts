@@ -5,10 +5,10 @@ import os from 'node:os';
 import type { Redis } from 'ioredis';
 import type { Sql } from '../db/sql.js';
 import { createLogger, errorFields } from '../lib/log.js';
-import type { Orchestrator } from '../orchestrator/orchestrator.js';
+import { applyEnvelope, type Effects } from '../modules/training/events.js';
+import type { Orchestrator } from '../orchestrator/index.js';
 import { createRedis } from '../redis.js';
 import { check, type AnyEnvelope as Envelope, type RedisNames } from '../../protocol/index.js';
-import { applyEnvelope, type Effects } from './apply.js';
 import type { Publisher } from './publisher.js';
 
 const log = createLogger('ingester');
@@ -134,7 +134,7 @@ export class EventIngester {
       }
       const env = envelope;
       // Database errors propagate: the entry stays pending and is retried.
-      const effects: Effects = await this.sql.transaction((tx) => applyEnvelope(tx, env, this.orchestrator));
+      const effects: Effects = await this.sql.transaction((tx) => applyEnvelope(tx, env));
       await this.redis.xack(this.names.eventsStream, this.names.ingestGroup, id);
       if (effects.ignored) {
         this.stats.ignored++;

@@ -8,9 +8,10 @@ import type { App } from '../app.js';
 import { ingestCaughtUp } from '../events/ingester.js';
 import { createRedis } from '../redis.js';
 import { createLogger, errorFields } from '../lib/log.js';
-import { transition } from '../modules/training/lifecycle.js';
+import { recoverLost } from '../modules/training/lifecycle.js';
 import { NodeRegistry } from '../modules/nodes/registry.js';
-import { SESSION_COLUMNS, sessionFromRow, type SessionRow, type TrainingSessionRecord } from '../modules/training/records.js';
+import type { TrainingSessionRecord } from '../modules/training/records.js';
+import { droppedByLiveNodes, runningOnLostNodes } from '../modules/training/repository.js';
 
 const log = createLogger('reaper');
 
@@ -47,25 +48,10 @@ export class Reaper {
       const lost = await this.registry.markSilentOffline();
       for (const n of lost) log.warn('gpu-node went silent; marking it OFFLINE', { nodeId: n.id });
       // Also sessions left on nodes found OFFLINE earlier (an API restart between the two steps).
-      const orphans = await this.app.sql.query<SessionRow>(
-        `select ${SESSION_COLUMNS} from training_sessions
-         where status = 'RUNNING' and provider = 'PLATFORM'
-           and (node_id is null or node_id in (select id from gpu_nodes where status = 'OFFLINE'))
-           and updated_at < now() - (? * interval '1 millisecond')`,
-        [this.app.config.nodeOfflineMs],
-      );
-      for (const row of orphans) await this.recover(sessionFromRow(row), `gpu-node ${row.node_id ?? '?'} stopped heartbeating`);
-      // A heartbeat lists the node's claimed jobs, and one sent while a claim was answered may miss
-      // it; a heartbeat that still misses it the offline window after the session last changed
-      // (claim, progress, epochs) means the node does not run it.
-      const dropped = await this.app.sql.query<SessionRow>(
-        `select ${SESSION_COLUMNS} from training_sessions s
-         where s.status = 'RUNNING' and s.provider = 'PLATFORM'
-           and exists (select 1 from gpu_nodes n where n.id = s.node_id and n.status <> 'OFFLINE'
-                        and n.last_heartbeat_at > s.updated_at + (? * interval '1 millisecond')
-                        and not n.running_session_ids @> jsonb_build_array(s.id::text))`,
-        [this.app.config.nodeOfflineMs],
-      );
+      const orphans = await runningOnLostNodes(this.app.sql, this.app.config.nodeOfflineMs);
+      for (const session of orphans) await this.recover(session, `gpu-node ${session.nodeId ?? '?'} stopped heartbeating`);
+      // Sessions a live node's heartbeats have stopped listing for the offline window.
+      const dropped = await droppedByLiveNodes(this.app.sql, this.app.config.nodeOfflineMs);
       // Its last events may still wait in the stream (the node reports a job until Redis has them
       // all, not until they are applied): only once the ingester has applied everything.
       // With Redis unreachable that is unknown, and the round ends here; the silent-node recovery
@@ -74,7 +60,7 @@ export class Reaper {
         this.redis ??= createRedis(this.app.config, 'reaper', { enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: 2000 });
         if (!(await ingestCaughtUp(this.redis, this.app.redisNames).catch(() => false))) return;
       }
-      for (const row of dropped) await this.recover(sessionFromRow(row), `gpu-node ${row.node_id} no longer runs it`);
+      for (const session of dropped) await this.recover(session, `gpu-node ${session.nodeId} no longer runs it`);
     } catch (err) {
       log.warn('reaper round failed', errorFields(err));
     }
@@ -82,13 +68,7 @@ export class Reaper {
 
   private async recover(session: TrainingSessionRecord, reason: string) {
     const { orchestrator, publisher } = this.app;
-    const result = await this.app.sql.transaction(async (tx) => {
-      if (session.cancelRequestedAt) {
-        return { session: await transition(tx, session.id, 'CANCELLED', { attempt: session.attempt, from: ['RUNNING'] }), requeued: false };
-      }
-      const requeued = await orchestrator.requeueInTx(tx, session, reason);
-      return { session: requeued, requeued: true };
-    });
+    const result = await this.app.sql.transaction((tx) => recoverLost(tx, session, reason));
     if (!result.session) return;
     log.info(result.requeued ? 'queued a session again' : 'cancelled a session', {
       sessionId: session.id,

@@ -1,7 +1,6 @@
 // One interface for every place training can run. Adapters are stateless apart from their
 // clients, import cloud SDKs lazily, and report problems as values instead of throwing.
-import type { Provider } from '../modules/compute/entity.js';
-import type { ComputeProfileRecord } from '../modules/compute/service.js';
+import type { Provider, Strategy } from '../modules/compute/entity.js';
 import type { JobPayload } from '../../protocol/index.js';
 
 export interface CheckResult {
@@ -18,7 +17,7 @@ export interface ProfileForAdapter {
   maxConcurrentJobs: number | null;
   maxCostPerSessionUsd: number | null;
   fallbackProfileIds: string[];
-  strategy: ComputeProfileRecord['strategy'];
+  strategy: Strategy;
 }
 
 export interface ProviderAdapter {

@@ -8,7 +8,7 @@ import { parseInput, trimmedName } from '../../lib/validate.js';
 import { saveWithSingleDefault } from '../../db/default-profile.js';
 import { selectByIdsInOrg } from '../../db/rows.js';
 import { Organization } from '../orgs/entity.js';
-import { TrainingSession } from '../training/entity.js';
+import { countUnfinishedOnProfile } from '../training/repository.js';
 import { ComputeProfile, PROVIDERS, STRATEGIES, type IComputeProfile, type Provider, type Strategy } from './entity.js';
 import { credentialsHint, providerConfigSchemas, providerCredentialSchemas } from './provider-config.js';
 
@@ -47,8 +47,6 @@ export function computeProfileRecord(p: IComputeProfile): ComputeProfileRecord {
     updatedAt: p.updatedAt,
   };
 }
-
-const ACTIVE_STATUSES = ['PENDING', 'QUEUED', 'RUNNING', 'PREEMPTED', 'PAUSED_BUDGET'] as const;
 
 const jsonObject = z.record(z.string(), z.unknown(), { message: 'must be a JSON object' });
 const common = {
@@ -170,7 +168,7 @@ export class ComputeService {
     const em = this.ctx.em;
     const profile = await em.findOne(ComputeProfile, { id });
     if (!profile) throw new NotFoundError('ComputeProfile', id);
-    const active = await em.count(TrainingSession, { computeProfile: id, status: { $in: [...ACTIVE_STATUSES] } });
+    const active = await countUnfinishedOnProfile(em, id);
     if (active > 0) {
       throw new ConflictError(`${active} unfinished training session(s) use this profile; cancel them or wait`);
     }

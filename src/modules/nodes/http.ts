@@ -8,6 +8,7 @@ import type { App } from '../../app.js';
 import { createLogger, errorFields } from '../../lib/log.js';
 import { singleLine } from '../../lib/validate.js';
 import { transition } from '../training/lifecycle.js';
+import { checkpointSha256, runningOnNode, uploadTarget } from '../training/repository.js';
 import { NodeRegistry } from './registry.js';
 import { sessionArtifactKey, sessionStorage } from './session-storage.js';
 
@@ -91,11 +92,7 @@ export function createNodeApiHandler(app: App) {
       if (!known) throw new HttpError(404, 'unknown_node', 'register first');
       // Cancellations also travel here, so one lost pub/sub message cannot leave a trainer running;
       // and a node that was presumed lost (its sessions now run elsewhere) learns to stop them.
-      const mine = await app.sql.query<{ id: string; attempt: number; cancel: boolean }>(
-        `select id, attempt, cancel_requested_at is not null as cancel from training_sessions
-         where node_id = ? and status = 'RUNNING'`,
-        [b.nodeId],
-      );
+      const mine = await runningOnNode(app.sql, b.nodeId);
       const current = new Set(mine.map((m) => m.id));
       const reported = new Set(b.runningSessionIds);
       // A cancel that reached the node before its trainer started ends the job without any event:
@@ -148,12 +145,7 @@ export function createNodeApiHandler(app: App) {
       const resume = session.lastCheckpointKey
         ? await storage.presignGet(session.lastCheckpointKey, { expiresInSeconds: NODE_URL_TTL_S })
         : null;
-      const [checkpoint] = session.lastCheckpointKey
-        ? await app.sql.query<{ sha256: string }>('select sha256 from artifacts where session_id = ? and storage_key = ?', [
-            session.id,
-            session.lastCheckpointKey,
-          ])
-        : [];
+      const checkpointSha = session.lastCheckpointKey ? await checkpointSha256(app.sql, session.id, session.lastCheckpointKey) : null;
       log.info('session claimed', { sessionId: session.id, attempt: b.attempt, nodeId: b.nodeId, resume: Boolean(resume) });
       return {
         dataset: {
@@ -164,18 +156,12 @@ export function createNodeApiHandler(app: App) {
           sizeBytes: Number(dv.size_bytes),
           filename: dv.filename,
         },
-        resume: resume ? { url: resume.url, headers: resume.headers, sha256: checkpoint?.sha256 ?? null } : null,
+        resume: resume ? { url: resume.url, headers: resume.headers, sha256: checkpointSha } : null,
       };
     },
     uploads: async (body, sessionId) => {
       const b = parse(uploadBody, body);
-      const [row] = await app.sql.query<{
-        id: string;
-        organization_id: string;
-        attempt: number;
-        node_id: string | null;
-        storage_profile_id: string | null;
-      }>('select id, organization_id, attempt, node_id, storage_profile_id from training_sessions where id = ?', [sessionId]);
+      const row = await uploadTarget(app.sql, sessionId!);
       if (!row || row.attempt !== b.attempt || row.node_id !== b.nodeId) {
         throw new HttpError(409, 'stale_attempt', 'uploads are for the node running the current attempt');
       }

@@ -10,6 +10,7 @@ import { parseInput, trimmedName } from '../../lib/validate.js';
 import { saveWithSingleDefault } from '../../db/default-profile.js';
 import { orgScoped, type OrgStorage } from '../../storage/keys.js';
 import { Organization } from '../orgs/entity.js';
+import { countInStorageProfile } from '../training/repository.js';
 import { STORAGE_PROFILE_KINDS, StorageProfile, type IStorageProfile, type StorageProfileKind } from './entity.js';
 import {
   backendFromProfile,
@@ -168,13 +169,13 @@ export class StorageProfileService {
     const profile = await this.ctx.em.findOne(StorageProfile, { id });
     if (!profile) throw new NotFoundError('StorageProfile', id);
     // Dataset archives and session files recorded there would become unreachable.
-    const [used] = await this.ctx.app.sql.query<{ n: string }>(
-      `select (select count(*) from dataset_versions where storage_profile_id = ?) +
-              (select count(*) from training_sessions where storage_profile_id = ?) as n`,
-      [id, id],
+    const [versions] = await this.ctx.app.sql.query<{ n: string }>(
+      'select count(*) as n from dataset_versions where storage_profile_id = ?',
+      [id],
     );
-    if (Number(used.n) > 0) {
-      throw new ConflictError(`${used.n} dataset version(s) or training session(s) keep files in this storage profile`);
+    const used = Number(versions.n) + (await countInStorageProfile(this.ctx.app.sql, id));
+    if (used > 0) {
+      throw new ConflictError(`${used} dataset version(s) or training session(s) keep files in this storage profile`);
     }
     const record = storageProfileRecord(profile);
     this.ctx.em.remove(profile);

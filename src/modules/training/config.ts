@@ -5,7 +5,14 @@ import { z } from 'zod';
 import { ValidationError } from '../../lib/errors.js';
 import { parseInput } from '../../lib/validate.js';
 import { architectureProblem } from '../models/architectures.js';
-import type { ModelRecord } from '../models/service.js';
+import type { IModel } from '../models/entity.js';
+
+/** What a config is checked against (a ModelRecord fits); not the service's type, which would tie records to the service layer. */
+interface ModelForConfig {
+  task: IModel['task'];
+  framework: IModel['framework'];
+  architecture: string;
+}
 
 export const OPTIMIZERS = ['SGD', 'ADAM', 'ADAMW'] as const;
 export const AMP_MODES = ['AUTO', 'OFF', 'BF16', 'FP16'] as const;
@@ -67,7 +74,7 @@ export interface StoredTrainingConfig {
   max_batches_per_epoch: number | null;
 }
 
-export function normalizeTrainingConfig(raw: unknown, model: ModelRecord): StoredTrainingConfig {
+export function normalizeTrainingConfig(raw: unknown, model: ModelForConfig): StoredTrainingConfig {
   const c = parseInput(trainingConfigInput, raw, 'input.config');
   const architecture = c.architecture ?? model.architecture;
   if (c.architecture) {

@@ -5,7 +5,7 @@ import type { SqlQuery } from '../../db/sql.js';
 import { ConflictError } from '../../lib/errors.js';
 import type { DatasetRef } from '../../../protocol/index.js';
 import type { StoredTrainingConfig } from './config.js';
-import type { SessionStatus } from './entity.js';
+import type { SessionAttempt, SessionStatus } from './entity.js';
 import { SESSION_COLUMNS, sessionFromRow, type SessionRow, type TrainingSessionRecord } from './records.js';
 
 const allowed: Record<SessionStatus, readonly SessionStatus[]> = {
@@ -91,6 +91,57 @@ export async function transition(
     [...params, sessionId],
   );
   return sessionFromRow(row);
+}
+
+/**
+ * Runs a session again on a new attempt (resume from its last checkpoint): after a node was
+ * lost, a node gave the job back, or a crashed trainer has retries left. Call inside the
+ * transaction that decided it; the orchestrator's `submitQueued` does the provider call after commit.
+ */
+export async function requeue(
+  tx: SqlQuery,
+  session: TrainingSessionRecord,
+  reason: string,
+  opts: { countRetry?: boolean; checkpointKey?: string | null } = {},
+): Promise<TrainingSessionRecord | null> {
+  const status: SessionStatus = session.status;
+  if (status === 'RUNNING') {
+    const pre = await transition(tx, session.id, 'PREEMPTED', { attempt: session.attempt, from: ['RUNNING'] });
+    if (!pre) return null;
+  } else if (status !== 'PREEMPTED') {
+    return null;
+  }
+  const attempts: SessionAttempt[] = [
+    ...session.attempts,
+    { provider: session.provider ?? 'PLATFORM', profileId: session.computeProfileId, reason, at: new Date().toISOString(), ok: true },
+  ];
+  return transition(tx, session.id, 'QUEUED', {
+    from: ['PREEMPTED'],
+    set: {
+      attempt: session.attempt + 1,
+      retriesUsed: session.retriesUsed + (opts.countRetry ? 1 : 0),
+      lastEventSeq: 0,
+      nodeId: null,
+      lastCheckpointKey: opts.checkpointKey ?? session.lastCheckpointKey,
+      attempts,
+    },
+  });
+}
+
+/**
+ * A RUNNING session that nothing runs any more (its node went silent, or no longer lists it):
+ * cancelled when a cancel was pending, otherwise queued again on a new attempt. `requeued` says
+ * the caller must hand it to its provider after commit.
+ */
+export async function recoverLost(
+  tx: SqlQuery,
+  session: TrainingSessionRecord,
+  reason: string,
+): Promise<{ session: TrainingSessionRecord | null; requeued: boolean }> {
+  if (session.cancelRequestedAt) {
+    return { session: await transition(tx, session.id, 'CANCELLED', { attempt: session.attempt, from: ['RUNNING'] }), requeued: false };
+  }
+  return { session: await requeue(tx, session, reason), requeued: true };
 }
 
 export interface NewSession {

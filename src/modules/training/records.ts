@@ -3,7 +3,7 @@
 import { jsonDate } from '../../db/rows.js';
 import type { Provider } from '../compute/entity.js';
 import type { StoredTrainingConfig } from './config.js';
-import type { ITrainingSession, SessionAttempt, SessionStatus } from './entity.js';
+import type { ArtifactKind, ITrainingSession, SessionAttempt, SessionStatus } from './entity.js';
 
 export interface TrainingSessionRecord {
   id: string;
@@ -37,6 +37,24 @@ export interface TrainingSessionRecord {
   queuedAt: Date | null;
   startedAt: Date | null;
   finishedAt: Date | null;
+}
+
+export interface EpochMetricRecord {
+  id: string;
+  sessionId: string;
+  epoch: number;
+  metrics: Record<string, unknown>;
+  createdAt: Date;
+}
+
+export interface ArtifactRecord {
+  id: string;
+  sessionId: string | null;
+  kind: ArtifactKind;
+  storageKey: string;
+  sizeBytes: number;
+  sha256: string;
+  createdAt: Date;
 }
 
 export function sessionRecord(s: ITrainingSession): TrainingSessionRecord {

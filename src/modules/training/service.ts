@@ -14,13 +14,12 @@ import { normalizeTrainingConfig, type StoredTrainingConfig } from './config.js'
 import {
   Artifact,
   TrainingSession,
-  type ArtifactKind,
   type ITrainingSession,
   type SessionAttempt,
   type SessionStatus,
 } from './entity.js';
-import { TERMINAL_STATUSES, transition } from './lifecycle.js';
-import { datasetForJob, Orchestrator } from '../../orchestrator/orchestrator.js';
+import { requeue, TERMINAL_STATUSES, transition } from './lifecycle.js';
+import { datasetForJob } from '../../orchestrator/index.js';
 import { resolveOrgStorage } from '../storage/service.js';
 import {
   SESSION_COLUMNS,
@@ -29,10 +28,12 @@ import {
   sessionJsonColumns,
   sessionsFromJson,
   sessionRecord,
+  type ArtifactRecord,
+  type EpochMetricRecord,
   type SessionRow,
   type TrainingSessionRecord,
 } from './records.js';
-export type { TrainingSessionRecord } from './records.js';
+export type { ArtifactRecord, EpochMetricRecord, TrainingSessionRecord } from './records.js';
 import type { Provider } from '../compute/entity.js';
 import { Loader } from '../../lib/loader.js';
 import { sessionSelection, type SessionSelection } from './selection.js';
@@ -80,24 +81,6 @@ function recordsFor(sel: SessionSelection) {
   let fn = converters.get(sel);
   if (!fn) converters.set(sel, (fn = sessionsFromJson(sel.columns)));
   return fn;
-}
-
-export interface EpochMetricRecord {
-  id: string;
-  sessionId: string;
-  epoch: number;
-  metrics: Record<string, unknown>;
-  createdAt: Date;
-}
-
-export interface ArtifactRecord {
-  id: string;
-  sessionId: string | null;
-  kind: ArtifactKind;
-  storageKey: string;
-  sizeBytes: number;
-  sha256: string;
-  createdAt: Date;
 }
 
 const trainInput = z.object({
@@ -299,7 +282,11 @@ export class TrainingService {
     return { url: signed.url, expiresAt: signed.expiresAt };
   }
 
-  /** trainModel: validates everything, then records a PENDING session. Running it is the orchestrator's. */
+  /**
+   * trainModel: validates everything, then asks the orchestrator where the session runs; it
+   * records the session QUEUED on the chosen compute (or FAILED when every submission failed),
+   * or refuses with a typed error and stores nothing.
+   */
   async create(modelId: string, input: unknown): Promise<TrainingSessionRecord> {
     const me = await this.ctx.requireRole('MEMBER', 'Starting training');
     const data = parseInput(trainInput, input);
@@ -343,14 +330,10 @@ export class TrainingService {
       );
     }
     const config = normalizeTrainingConfig(data.config, model);
-    // Where it would run is decided before anything is stored: when no candidate can take the
-    // session (limits, no capacity, provider unavailable) the caller gets a typed error and no row.
-    const orchestrator = this.ctx.app.orchestrator;
-    const profile = await orchestrator.resolveProfile(me.orgId, data.computeProfileId ?? null);
-    const candidates = await orchestrator.plan(me.orgId, profile);
-    Orchestrator.assertSomeViable(candidates);
-    return orchestrator.place(
-      {
+    // When no candidate can take the session (limits, no capacity, provider unavailable) the
+    // caller gets a typed error and no row.
+    const placement = await this.ctx.app.orchestrator.place({
+      session: {
         id: randomUUID(),
         organizationId: me.orgId,
         createdById: me.userId,
@@ -360,8 +343,10 @@ export class TrainingService {
         storageProfileId: version.storage_profile_id,
         dataset: datasetForJob(version),
       },
-      candidates,
-    );
+      computeProfileId: data.computeProfileId ?? null,
+    });
+    if (!placement.ok) throw placement.refusal;
+    return placement.session;
   }
 
   /**
@@ -426,7 +411,7 @@ export class TrainingService {
         });
         return pre;
       }
-      return orchestrator.requeueInTx(tx, session, 'resumed by a user');
+      return requeue(tx, session, 'resumed by a user');
     });
     if (!requeued) throw new ConflictError('The session changed meanwhile; look at it again');
     await orchestrator.submitQueued(requeued);
