@@ -4,10 +4,12 @@ import { Migration20261126073154 } from './Migration20261126073154.js';
 import { Migration20261126142526 } from './Migration20261126142526.js';
 import { Migration20261126151521 } from './Migration20261126151521.js';
 import { Migration20261204190849 } from './Migration20261204190849.js';
+import { Migration20261204211500 } from './Migration20261204211500.js';
 
 export const migrationsList: MigrationObject[] = [
   { name: 'Migration20261126073154', class: Migration20261126073154 },
   { name: 'Migration20261126142526', class: Migration20261126142526 },
   { name: 'Migration20261126151521', class: Migration20261126151521 },
   { name: 'Migration20261204190849', class: Migration20261204190849 },
+  { name: 'Migration20261204211500', class: Migration20261204211500 },
 ];

@@ -172,7 +172,9 @@ export async function insertSession(
     'status', 'config', 'total_epochs', 'storage_profile_id', to === 'QUEUED' ? 'queued_at' : 'finished_at'];
   const values: unknown[] = [s.id, s.organizationId, s.createdById, s.modelId, s.datasetVersionId, to, JSON.stringify(s.config),
     s.config.epochs, s.storageProfileId];
-  const placeholders = ['?', 'now()', 'now()', '?', '?', '?', '?', '?', '?', '?', '?', 'now()'];
+  // created_at in milliseconds: connection cursors carry it as a JS Date, and a microsecond left
+  // in the column put a cursor just before its own row (test/session-cursors.test.ts).
+  const placeholders = ['?', "date_trunc('milliseconds', now())", 'now()', '?', '?', '?', '?', '?', '?', '?', '?', 'now()'];
   for (const [key, value] of Object.entries({ attempts: [], ...set })) {
     const column = SETTABLE[key as keyof typeof SETTABLE];
     if (!column) throw new Error(`insertSession cannot set ${key}`);
