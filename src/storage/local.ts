@@ -475,7 +475,8 @@ async function openCreatingDir(file: string, dir: string): Promise<FileHandle> {
   }
 }
 
-async function writeFileAtomic(target: string, temp: string, content: string): Promise<void> {
+/** A new file with `content`, fsynced before it is closed (so a rename or link of it is durable). */
+async function writeSynced(temp: string, content: string): Promise<void> {
   const fh = await open(temp, 'wx', 0o600);
   try {
     await writeFile(fh, content);
@@ -483,6 +484,10 @@ async function writeFileAtomic(target: string, temp: string, content: string): P
   } finally {
     await fh.close();
   }
+}
+
+async function writeFileAtomic(target: string, temp: string, content: string): Promise<void> {
+  await writeSynced(temp, content);
   try {
     await rename(temp, target);
   } catch (err) {
@@ -496,13 +501,7 @@ async function writeFileAtomic(target: string, temp: string, content: string): P
  * target exists, so of two commits racing for one key exactly one wins. False: it existed.
  */
 async function writeFileExclusive(target: string, temp: string, content: string): Promise<boolean> {
-  const fh = await open(temp, 'wx', 0o600);
-  try {
-    await writeFile(fh, content);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
+  await writeSynced(temp, content);
   try {
     await link(temp, target);
     return true;
